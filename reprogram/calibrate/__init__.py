@@ -1,0 +1,1 @@
+"""Group calibration, multicalibration and ONNX export (built by the calibration issue)."""

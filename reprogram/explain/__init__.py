@@ -1,0 +1,1 @@
+"""Captum saliency reports (built by the explain issue)."""

@@ -1,0 +1,1 @@
+"""Fairness triggers learned against a discriminator (built by the trigger issue)."""
