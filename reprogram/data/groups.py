@@ -59,7 +59,8 @@ def factorize(values: Any, *, what: str = "values") -> tuple[np.ndarray, np.ndar
         span = hi - lo + 1
         if span <= max(_DENSE_MIN, _DENSE_FACTOR * a.size):
             shifted = a if lo == 0 else a - lo
-            present = np.flatnonzero(np.bincount(shifted, minlength=span))
+            # the min and the max occur, so a span of 1 or 2 needs no counting pass
+            present = np.arange(span) if span <= 2 else np.flatnonzero(np.bincount(shifted, minlength=span))
             uniques = (present + lo).astype(a.dtype)
             if present.size == span:  # every value in the range occurs: codes are the values
                 return shifted, uniques

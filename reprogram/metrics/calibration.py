@@ -27,7 +27,7 @@ STRATEGIES = ("uniform", "quantile")
 def bin_sums(count: np.ndarray, score: np.ndarray, n_bins: int, strategy: str = "uniform"):
     """Per-bin (rows, summed confidence, correct rows), each of shape ``(..., n_bins)``.
 
-    ``count[..., f, c]`` and ``score[..., f, c]`` are fine histograms (see ``counts.py``).
+    ``count[..., c, f]`` and ``score[..., c, f]`` are fine histograms (see ``counts.py``).
     Uniform bins are unions of ``F / n_bins`` fine cells. Equal-mass bins hold exactly
     ``n / n_bins`` rows each: where a bin edge falls inside a fine cell, that cell's rows,
     confidence and correct count are split between the two bins in proportion (linear
@@ -35,9 +35,9 @@ def bin_sums(count: np.ndarray, score: np.ndarray, n_bins: int, strategy: str = 
     so this matches a sort-based split up to the order of rows inside one cell, and it
     keeps a bin from swallowing a heap of near-identical scores (say, many at 0.0001).
     """
-    rows = count.sum(axis=-1).astype(np.float64)
-    conf = score.sum(axis=-1)
-    correct = count[..., 1].astype(np.float64)
+    rows = count.sum(axis=-2).astype(np.float64)
+    conf = score.sum(axis=-2)
+    correct = count[..., 1, :].astype(np.float64)
     n_fine = rows.shape[-1]
     if strategy == "uniform":
         shape = rows.shape[:-1] + (n_bins, n_fine // n_bins)
@@ -55,7 +55,7 @@ def bin_sums(count: np.ndarray, score: np.ndarray, n_bins: int, strategy: str = 
 
 
 def ece_from_histogram(count: np.ndarray, score: np.ndarray, n_bins: int, strategy: str = "uniform") -> np.ndarray:
-    """ECE per histogram: ``count[..., f, c]`` rows and ``score[..., f, c]`` summed confidence.
+    """ECE per histogram: ``count[..., c, f]`` rows and ``score[..., c, f]`` summed confidence.
 
     Leading axes (e.g. groups) are kept: the result has shape ``count.shape[:-2]``. An
     empty histogram gives NaN.

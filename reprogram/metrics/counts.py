@@ -3,9 +3,9 @@
 Two count tables hold everything ``fairness_report`` needs:
 
 * ``confusion[g, t, p]`` — rows of group ``g`` with true class ``t`` predicted as ``p``;
-* a calibration histogram per group: ``calib_count[g, f, c]`` rows and
-  ``calib_score[g, f, c]`` summed confidence, for fine score bin ``f`` and correctness
-  ``c`` (binary: whether the true class is the positive one; multi-class: whether the
+* a calibration histogram per group: ``calib_count[g, c, f]`` rows and
+  ``calib_score[g, c, f]`` summed confidence, for correctness ``c`` and fine score bin
+  ``f`` (binary: whether the true class is the positive one; multi-class: whether the
   top-label prediction is right).
 
 Both are made by one ``np.bincount`` over a joint integer key, which is as fast as a pass
@@ -33,7 +33,7 @@ _MAX_HIST_CELLS = 1 << 22
 def fine_subbins(n_groups: int, n_bins: int, subbins: int = 256) -> int:
     """Fine bins per ECE bin: ``subbins``, halved until the histogram stays small.
 
-    With many intersectional groups the (group, fine bin, correct) histogram would
+    With many intersectional groups the (group, correct, fine bin) histogram would
     outgrow the caches and the bincount would slow down by an order of magnitude.
     """
     while subbins > 1 and n_groups * n_bins * subbins * 2 > _MAX_HIST_CELLS:
@@ -46,8 +46,8 @@ class GroupCounts:
     """Additive per-group counts (see the module docstring)."""
 
     confusion: np.ndarray  # (G, K, K) int64
-    calib_count: np.ndarray | None = None  # (G, F, 2) int64
-    calib_score: np.ndarray | None = None  # (G, F, 2) float64
+    calib_count: np.ndarray | None = None  # (G, 2, F) int64
+    calib_score: np.ndarray | None = None  # (G, 2, F) float64
     n_bins: int = 15
 
     def __add__(self, other: GroupCounts) -> GroupCounts:
@@ -61,22 +61,6 @@ class GroupCounts:
             self.calib_score + other.calib_score,
             self.n_bins,
         )
-
-
-def _key(*parts: tuple[np.ndarray, int]) -> np.ndarray:
-    """Mixed-radix joint index ``((a0 * r1 + a1) * r2 + a2) ...`` as one int64 array."""
-    (first, _), rest = parts[0], parts[1:]
-    stride = 1
-    for _, radix in rest:
-        stride *= radix
-    key = np.multiply(first, stride, dtype=np.int64)
-    for values, radix in rest:
-        stride //= radix
-        if stride == 1:
-            key += values
-        else:
-            key += np.multiply(values, stride, dtype=np.int64)
-    return key
 
 
 def count_groups(
@@ -94,21 +78,32 @@ def count_groups(
     """Count one batch of rows. All index arrays must already be valid codes.
 
     ``confidence`` (floats in [0, 1]) and ``correct`` (0/1) are given together, or not
-    at all; ``subbins`` defaults to :func:`fine_subbins`.
+    at all; ``subbins`` defaults to :func:`fine_subbins`. Passing ``y_true`` itself as
+    ``correct`` (a binary task whose positive class has index 1) saves a pass.
     """
     k = n_classes
-    confusion = np.bincount(
-        _key((group, n_groups), (y_true, k), (y_pred, k)), minlength=n_groups * k * k
-    ).reshape(n_groups, k, k)
+    # joint keys are built in place on int64 arrays: each step is one pass over n
+    gy = np.multiply(group, k, dtype=np.int64)
+    gy += y_true
+    key = np.multiply(gy, k)
+    key += y_pred
+    confusion = np.bincount(key, minlength=n_groups * k * k).reshape(n_groups, k, k)
     if confidence is None:
         return GroupCounts(confusion, n_bins=n_bins)
     if subbins is None:
         subbins = fine_subbins(n_groups, n_bins)
     n_fine = n_bins * subbins
-    fine = np.multiply(confidence, n_fine).astype(np.int64)
+    fine = np.empty(len(confidence), dtype=np.int64)
+    np.multiply(confidence, n_fine, out=fine, casting="unsafe")  # truncation = floor on [0, 1]
     np.minimum(fine, n_fine - 1, out=fine)  # a score of exactly 1.0 belongs to the last bin
-    key = _key((group, n_groups), (fine, n_fine), (correct, 2))
-    cells = n_groups * n_fine * 2
-    calib_count = np.bincount(key, minlength=cells).reshape(n_groups, n_fine, 2)
-    calib_score = np.bincount(key, weights=confidence, minlength=cells).reshape(n_groups, n_fine, 2)
+    if correct is y_true and k == 2:
+        gc = gy  # group * 2 + correct is the group-and-label key already built
+    else:
+        gc = np.multiply(group, 2, dtype=np.int64)
+        gc += correct
+    np.multiply(gc, n_fine, out=key)
+    key += fine
+    cells = n_groups * 2 * n_fine
+    calib_count = np.bincount(key, minlength=cells).reshape(n_groups, 2, n_fine)
+    calib_score = np.bincount(key, weights=confidence, minlength=cells).reshape(n_groups, 2, n_fine)
     return GroupCounts(confusion, calib_count, calib_score, n_bins)

@@ -376,7 +376,8 @@ def _report(y_true, y_pred, y_score, sensitive, *, classes, pos_label, threshold
                     raise InputError(f"a binary task needs y_score of shape (n,) or (n, 2), got {score.shape}")
                 score = score[:, positive_index]
             confidence = score
-            correct = true_codes == positive_index
+            # with the positive class at index 1 the true codes are the 0/1 "correct" flags
+            correct = true_codes if positive_index == 1 else true_codes == positive_index
             if y_pred is None:
                 above = score >= threshold
                 pred = above if positive_index == 1 else ~above
