@@ -1,0 +1,23 @@
+"""Frozen models: load a trained model from any common format, freeze it, fingerprint it.
+
+See :func:`load_frozen` for the formats and :class:`FrozenModel` for what comes back.
+"""
+
+from reprogram.models.device import DEVICE_CHOICES, resolve_device
+from reprogram.models.fingerprint import weights_fingerprint
+from reprogram.models.frozen import FrozenModel, freeze
+from reprogram.models.loading import load_frozen
+from reprogram.models.sidecar import read_sidecar, write_sidecar
+from reprogram.models.torchvision_compat import import_torchvision
+
+__all__ = [
+    "load_frozen",
+    "FrozenModel",
+    "freeze",
+    "import_torchvision",
+    "read_sidecar",
+    "write_sidecar",
+    "weights_fingerprint",
+    "resolve_device",
+    "DEVICE_CHOICES",
+]
