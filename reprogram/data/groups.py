@@ -119,6 +119,13 @@ def as_columns(sensitive: Any, n_rows: int | None = None) -> list[tuple[str, np.
         arr = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
         if arr.ndim != 1:
             raise InputError(f"sensitive feature {name!r} must be one-dimensional, got shape {arr.shape}")
+        if arr.dtype.kind in "mM":
+            # dates and time spans become text: their numpy scalars neither survive JSON nor
+            # compare equal to themselves after .item() at nanosecond precision
+            missing = int(np.isnat(arr).sum())
+            if missing:
+                raise MissingValuesError(f"sensitive feature {name!r} has {missing} missing value(s) of {len(arr)} rows")
+            arr = arr.astype(str)
         out.append((name, arr))
     lengths = {len(a) for _, a in out}
     if len(lengths) > 1:
