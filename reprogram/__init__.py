@@ -1,0 +1,38 @@
+"""reprogram: make frozen, already-trained models fairer and better calibrated
+without changing their weights.
+
+The public API is re-exported here; see the subpackages for the rest.
+"""
+
+__version__ = "0.1.0"
+
+from reprogram.errors import (  # noqa: E402
+    ArtifactError,
+    CheckpointError,
+    ColumnNotFoundError,
+    GroupError,
+    InputError,
+    LengthMismatchError,
+    MissingValuesError,
+    PickleRefusedError,
+    ReprogramError,
+    UnsupportedFileError,
+)
+from reprogram.metrics import FairnessReport, expected_calibration_error, fairness_report  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "ArtifactError",
+    "CheckpointError",
+    "ColumnNotFoundError",
+    "FairnessReport",
+    "GroupError",
+    "InputError",
+    "LengthMismatchError",
+    "MissingValuesError",
+    "PickleRefusedError",
+    "ReprogramError",
+    "UnsupportedFileError",
+    "expected_calibration_error",
+    "fairness_report",
+]

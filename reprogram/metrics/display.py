@@ -29,27 +29,67 @@ def _fmt(v) -> str:
     return f"{v:.4f}"
 
 
-def report_renderables(report: FairnessReport):
-    """A by-group table, an overall table and, if any, the small-group note."""
-    title = f"By group ({' × '.join(report.sensitive_columns)})"
-    if report.task == "binary":
-        title += f" — positive class: {report.positive_class}"
-    by = Table(title=title, title_justify="left", header_style="bold")
-    by.add_column("group", style="cyan")
-    for col in report.by_group.columns:
-        by.add_column(col, justify="right")
-    small = set(report.small_groups)
-    columns = [report.by_group[c].tolist() for c in report.by_group.columns]  # keeps ints as ints
-    for i, name in enumerate(report.by_group.index):
+# Short headers so that a binary report fits an 80-column terminal.
+_HEADERS = {
+    "count": "n",
+    "accuracy": "acc",
+    "selection_rate": "sel. rate",
+    "base_rate": "base rate",
+    "tpr": "TPR",
+    "fpr": "FPR",
+    "recall_sum": "Σ recall",
+    "mean_score": "mean score",
+    "ece": "ECE",
+    "ece_equal_mass": "ECE (mass)",
+}
+_CALIBRATION = ("mean_score", "ece", "ece_equal_mass")
+
+
+def _table(title: str, first: str, columns: list[str]) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    t.add_column(first, style="cyan", no_wrap=True)
+    for col in columns:
+        t.add_column(_HEADERS.get(col, col), justify="right", no_wrap=True)
+    return t
+
+
+def _group_table(report: FairnessReport, title: str, columns: list[str]) -> Table:
+    bg, small = report.by_group, set(report.small_groups)
+    table = _table(title, "group", columns)
+    values = [bg[c].tolist() for c in columns]  # column lists keep ints as ints
+    for i, name in enumerate(bg.index):
         label = Text(str(name))
         if name in small:
             label.append(" *", style="yellow")
-        by.add_row(label, *[_fmt(col[i]) for col in columns])
-    yield by
+        table.add_row(label, *[_fmt(col[i]) for col in values])
+    return table
+
+
+def report_renderables(report: FairnessReport):
+    """By-group tables (outcomes, calibration, and per class for multi-class tasks), the
+    overall table and, if any, the small-group note."""
+    bg = report.by_group
+    per_class = [c for c in bg.columns if c.endswith("]")]
+    calibration = [c for c in _CALIBRATION if c in bg.columns]
+    outcomes = [c for c in bg.columns if c not in per_class and c not in calibration]
+    title = f"By group ({' × '.join(report.sensitive_columns)})"
+    if report.task == "binary":
+        title += f" — positive class: {report.positive_class}"
+    yield _group_table(report, title, outcomes)
+    if calibration:
+        yield _group_table(report, f"Calibration by group ({report.n_bins} bins)", calibration)
+
+    if per_class:  # multi-class: one row per (group, class), one-vs-rest figures
+        figures = list(dict.fromkeys(c.split("[", 1)[0] for c in per_class))
+        pc = _table("By group and class (one-vs-rest)", "group", ["class", *figures])
+        for name in bg.index:
+            for cls in report.classes:
+                pc.add_row(str(name), str(cls), *[_fmt(float(bg.at[name, f"{f}[{cls}]"])) for f in figures])
+        yield pc
 
     ov = Table(title="Overall", title_justify="left", header_style="bold")
-    ov.add_column("metric")
-    ov.add_column("value", justify="right")
+    ov.add_column("metric", no_wrap=True)
+    ov.add_column("value", justify="right", no_wrap=True)
     for key, value in report.overall.items():
         style = "red" if key in _GAPS and isinstance(value, float) and value >= 0.1 else None
         ov.add_row(key, Text(_fmt(value), style=style or ""))
