@@ -18,7 +18,9 @@ from reprogram.errors import (  # noqa: E402
     ReprogramError,
     UnsupportedFileError,
 )
+from reprogram.data import GroupEncoder, load_dataset, read_table, spurious_digits  # noqa: E402
 from reprogram.metrics import FairnessReport, expected_calibration_error, fairness_report  # noqa: E402
+from reprogram.models import FrozenModel, load_frozen, resolve_device  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -26,6 +28,8 @@ __all__ = [
     "CheckpointError",
     "ColumnNotFoundError",
     "FairnessReport",
+    "FrozenModel",
+    "GroupEncoder",
     "GroupError",
     "InputError",
     "LengthMismatchError",
@@ -35,4 +39,9 @@ __all__ = [
     "UnsupportedFileError",
     "expected_calibration_error",
     "fairness_report",
+    "load_dataset",
+    "load_frozen",
+    "read_table",
+    "resolve_device",
+    "spurious_digits",
 ]

@@ -21,6 +21,7 @@ __all__ = [
     "PickleRefusedError",
     "ArtifactError",
     "NotFittedError",
+    "first_line",
 ]
 
 
@@ -82,3 +83,18 @@ class ArtifactError(ReprogramError):
 
 class NotFittedError(ReprogramError, AttributeError):
     """A fitted object was used before ``fit``."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of a third-party exception's message, for wrapping it in one of ours.
+
+    Cut to its first sentence when long: torch appends paragraphs of advice.
+    """
+    for line in str(e).splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if len(line) > 200 and ". " in line:
+            line = line.split(". ", 1)[0] + "."
+        return line if len(line) <= 300 else line[:297] + "..."
+    return type(e).__name__

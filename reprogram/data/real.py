@@ -33,6 +33,7 @@ import pandas as pd
 
 from reprogram.data.tables import read_table
 from reprogram.errors import InputError
+from reprogram.io import atomic_path
 
 __all__ = ["RealDataset", "load_real_dataset", "REAL_DATASETS", "dataset_cache_dir"]
 
@@ -189,15 +190,8 @@ def load_real_dataset(name: str, *, cache_dir: str | os.PathLike | None = None) 
     else:
         cache.mkdir(parents=True, exist_ok=True)
         frame = build(_wheel(cache))
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}-", suffix=".csv", dir=cache)
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-                frame.to_csv(f, index=False)
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is ordinary data
-            os.replace(tmp, csv_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(csv_path) as tmp:
+            frame.to_csv(tmp, index=False)
         # Read back what was written, so the first call and later ones give the same dtypes.
         frame = read_table(csv_path)
     taken = {label, *sensitive, *excluded}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reprogram.errors import ColumnNotFoundError, InputError, UnsupportedFileError
+from reprogram.errors import ColumnNotFoundError, InputError, UnsupportedFileError, first_line
 
 __all__ = ["SUPPORTED_SUFFIXES", "read_table", "require_columns", "table_kind"]
 
@@ -44,11 +44,6 @@ def table_kind(path: str | os.PathLike) -> tuple[str, str | None]:
     )
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0]
-
-
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a CSV (``.csv``, ``.csv.gz``, ``.tsv``, ``.tsv.gz``) or Parquet (``.parquet``, ``.pq``) table.
 
@@ -75,7 +70,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     # pyarrow's errors derive from ValueError/OSError/etc.; the C parser's from ValueError;
     # corrupt gzip gives OSError, EOFError or zlib.error; csv.Error for broken quoting.
     except (ValueError, OSError, EOFError, LookupError, TypeError, zlib.error, csv.Error, MemoryError) as e:
-        raise InputError(f"cannot read table {os.fspath(path)!r}: {_first_line(e)}") from None
+        raise InputError(f"cannot read table {os.fspath(path)!r}: {first_line(e)}") from None
     if not all(isinstance(c, str) for c in df.columns):
         df.columns = [str(c) for c in df.columns]
     return df

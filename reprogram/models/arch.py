@@ -16,8 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reprogram.errors import CheckpointError, InputError
-from reprogram.models.frozen import _first_line
+from reprogram.errors import CheckpointError, InputError, first_line
 from reprogram.models.torchvision_compat import import_torchvision
 
 __all__ = ["ArchSpec", "resolve_arch", "load_into"]
@@ -49,7 +48,7 @@ class ArchSpec:
             model = self.factory(**kwargs)
         except Exception as e:  # a user's constructor can raise anything
             shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "weights")
-            raise InputError(f"cannot build arch {self.name!r}({shown}): {type(e).__name__}: {_first_line(e)}") from None
+            raise InputError(f"cannot build arch {self.name!r}({shown}): {type(e).__name__}: {first_line(e)}") from None
         if not isinstance(model, nn.Module):
             raise InputError(f"arch {self.name!r} built a {type(model).__name__}, not a torch nn.Module")
         return model
@@ -172,7 +171,7 @@ def load_into(
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except (RuntimeError, TypeError, ValueError) as e:
-        raise CheckpointError(f"cannot load {source} into arch {spec.name!r}: {_first_line(e)}") from None
+        raise CheckpointError(f"cannot load {source} into arch {spec.name!r}: {first_line(e)}") from None
     if num_classes is None and spec.torchvision:
         num_classes = _TORCHVISION_DEFAULT_CLASSES
     return model, num_classes

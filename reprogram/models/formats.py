@@ -30,8 +30,7 @@ from typing import Any
 
 import torch
 
-from reprogram.errors import CheckpointError, PickleRefusedError
-from reprogram.models.frozen import _first_line
+from reprogram.errors import CheckpointError, PickleRefusedError, first_line
 
 __all__ = ["detect_format", "pickle_refused", "read_torch_save", "read_safetensors", "check_export_archive", "training_ops"]
 
@@ -147,7 +146,7 @@ def read_torch_save(path: Path, *, allow_pickle: bool) -> Any:
     except Exception as e:  # torch.load raises RuntimeError, UnpicklingError, EOFError...
         error = e
     if not isinstance(error, pickle.UnpicklingError):
-        raise CheckpointError(f"cannot read {path} (torch.save file): {_first_line(error)}") from None
+        raise CheckpointError(f"cannot read {path} (torch.save file): {first_line(error)}") from None
     # weights_only refused something. Tell a well-formed pickle of objects (refuse, it is
     # a real pickle) from a damaged one (corrupt): torch says the same for both.
     found = _UNSUPPORTED_GLOBAL.search(str(error))
@@ -156,14 +155,14 @@ def read_torch_save(path: Path, *, allow_pickle: bool) -> Any:
     else:
         data = _data_pkl(path)
         if data is None or not _pickle_parses(data):
-            raise CheckpointError(f"cannot read {path} (torch.save file): {_first_line(error)}") from None
+            raise CheckpointError(f"cannot read {path} (torch.save file): {first_line(error)}") from None
         what = "it holds more than tensors"
     if not allow_pickle:
         raise pickle_refused(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)  # allow_pickle: the caller trusts this file
     except Exception as e:  # unpickling runs the file's code: anything can come out
-        raise CheckpointError(f"cannot unpickle {path}: {type(e).__name__}: {_first_line(e)}") from None
+        raise CheckpointError(f"cannot unpickle {path}: {type(e).__name__}: {first_line(e)}") from None
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -174,7 +173,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path} (safetensors): {_first_line(e)}") from None
+        raise CheckpointError(f"cannot read {path} (safetensors): {first_line(e)}") from None
 
 
 def _loads_weights_only(data: bytes) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reprogram.errors import CheckpointError, InputError
+from reprogram.errors import CheckpointError, InputError, first_line
 from reprogram.models.fingerprint import weights_fingerprint
 from reprogram.models.sidecar import INPUT_KINDS
 
@@ -200,7 +200,7 @@ class FrozenModel(nn.Module):
         try:
             return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
         except Exception as e:  # tokenizers raise anything from OSError to their own types
-            raise CheckpointError(f"cannot load the tokenizer in {folder}: {_first_line(e)}") from None
+            raise CheckpointError(f"cannot load the tokenizer in {folder}: {first_line(e)}") from None
 
     def get_input_embeddings(self) -> nn.Module:
         """The token embedding layer of a text model (soft-prompt triggers read it)."""
@@ -256,15 +256,3 @@ class FrozenModel(nn.Module):
         if self._fingerprint is not None:
             parts.append(f"fingerprint={self._fingerprint[:12]}...")
         return ", ".join(parts)
-
-
-def _first_line(e: BaseException) -> str:
-    """The first line of an exception's message, cut to its first sentence when long."""
-    for line in str(e).splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        if len(line) > 200 and ". " in line:  # torch appends paragraphs of advice
-            line = line.split(". ", 1)[0] + "."
-        return line if len(line) <= 300 else line[:297] + "..."
-    return type(e).__name__

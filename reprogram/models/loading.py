@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reprogram.errors import CheckpointError, InputError, UnsupportedFileError
+from reprogram.errors import CheckpointError, InputError, UnsupportedFileError, first_line
 from reprogram.models.arch import load_into, resolve_arch
 from reprogram.models.formats import (
     check_export_archive,
@@ -41,7 +41,7 @@ from reprogram.models.formats import (
     read_torch_save,
     training_ops,
 )
-from reprogram.models.frozen import FrozenModel, _first_line
+from reprogram.models.frozen import FrozenModel
 from reprogram.models.sidecar import INPUT_KINDS, read_sidecar, sidecar_path
 from reprogram.models.torchvision_compat import import_torchvision
 
@@ -69,14 +69,14 @@ def _check_device(device: str | torch.device) -> torch.device:
     try:
         return torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise InputError(f"not a torch device: {device!r} ({_first_line(e)})") from None
+        raise InputError(f"not a torch device: {device!r} ({first_line(e)})") from None
 
 
 def _load_torchscript(path: Path, device: torch.device) -> nn.Module:
     try:
         module = torch.jit.load(str(path), map_location=device)
     except Exception as e:  # the TorchScript deserializer raises RuntimeError and its own types
-        raise CheckpointError(f"cannot read {path} (TorchScript): {_first_line(e)}") from None
+        raise CheckpointError(f"cannot read {path} (TorchScript): {first_line(e)}") from None
     baked = training_ops(module)
     if baked:
         raise CheckpointError(
@@ -94,7 +94,7 @@ def _load_export(path: Path, device: torch.device, *, allow_pickle: bool) -> nn.
         with open(path, "rb") as f:
             program = torch.export.load(f)
     except Exception as e:  # deserialisation raises RuntimeError, KeyError, SerializeError...
-        raise CheckpointError(f"cannot read {path} (torch.export): {_first_line(e)}") from None
+        raise CheckpointError(f"cannot read {path} (torch.export): {first_line(e)}") from None
     baked = training_ops(program.graph_module)
     if baked:
         raise CheckpointError(
@@ -141,7 +141,7 @@ def _load_hf(folder: Path, device: torch.device, *, allow_pickle: bool) -> nn.Mo
     except pickle.UnpicklingError:
         raise pickle_refused(folder, "its PyTorch weights file holds more than tensors") from None
     except Exception as e:  # from_pretrained raises OSError, ValueError, KeyError, its own types
-        raise CheckpointError(f"cannot load the Hugging Face model in {folder}: {_first_line(e)}") from None
+        raise CheckpointError(f"cannot load the Hugging Face model in {folder}: {first_line(e)}") from None
     missing = list(info.get("missing_keys") or [])
     if missing:
         shown = ", ".join(sorted(missing)[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")

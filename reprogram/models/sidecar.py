@@ -14,15 +14,14 @@ so later versions can add fields that older readers carry along untouched.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from reprogram.errors import CheckpointError, InputError
+from reprogram.io import atomic_write_text
 
 __all__ = ["SIDECAR_FORMAT", "SIDECAR_VERSION", "INPUT_KINDS", "sidecar_path", "read_sidecar", "write_sidecar"]
 
@@ -141,15 +140,5 @@ def write_sidecar(path: str | os.PathLike, meta: Mapping[str, Any]) -> Path:
     if problem:
         raise InputError(f"sidecar metadata is not usable: {problem}")
     sc = sidecar_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{sc.name}.", suffix=".tmp", dir=sc.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, sc)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(sc, text + "\n")
     return sc
