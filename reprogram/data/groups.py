@@ -155,6 +155,11 @@ class GroupEncoder:
         return self
 
     def fit_transform(self, sensitive: Any) -> np.ndarray:
+        """Fit and return the group id of each row.
+
+        For one column of dense non-negative integers the ids are that column itself,
+        not a copy (see :func:`factorize`): copy before writing into them.
+        """
         cols = as_columns(sensitive)
         n = len(cols[0][1])
         if n == 0:
