@@ -1,0 +1,72 @@
+"""What one training step minimises: the protocol every torch method plugs into the Trainer.
+
+The shared :class:`~reprogram.train.trainer.Trainer` owns the loop (batches, device,
+optimizer, schedule, early stopping, history). A method is an :class:`Objective`: an
+``nn.Module`` that turns one batch's model outputs into a scalar loss. Objectives with
+learnable state (FAS group scales, an adversary, Lagrange multipliers) expose it through
+:meth:`Objective.param_groups`, so the Trainer's one optimizer updates it too; an
+objective that needs gradient *ascent* on some parameter registers a hook that negates
+that parameter's gradient (``p.register_hook(torch.neg)``), so no second loop is needed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Objective", "CrossEntropy", "per_sample_ce"]
+
+
+def per_sample_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each row (no reduction)."""
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+class Objective(nn.Module):
+    """Base class of training objectives.
+
+    ``forward(logits, y, group, index=None, representation=None)`` returns a scalar
+    loss. ``index`` holds the rows' positions in the training set (for per-sample state
+    such as FAS's loss EMA); ``representation`` is the model's penultimate activation
+    and is passed only when ``needs_representation`` is True (adversarial debiasing).
+    """
+
+    needs_representation: bool = False
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        group: torch.Tensor,
+        index: torch.Tensor | None = None,
+        representation: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} must define forward()")
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimizer parameter groups for the objective's own learnable parameters."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": params, "lr": lr}] if params else []
+
+    def set_progress(self, fraction: float) -> None:
+        """Told the fraction of training done before each step (for schedules such as
+        the reversal strength of adversarial debiasing)."""
+
+    def after_step(self) -> None:
+        """Called after each optimizer step (e.g. to project multipliers back to >= 0)."""
+
+    def epoch_logs(self) -> dict[str, float]:
+        """Figures to keep in the Trainer's per-epoch history (multipliers, weights...)."""
+        return {}
+
+
+class CrossEntropy(Objective):
+    """Plain (optionally class-weighted) cross-entropy: empirical risk minimisation."""
+
+    def __init__(self, class_weight: torch.Tensor | None = None):
+        super().__init__()
+        self.register_buffer("class_weight", None if class_weight is None else torch.as_tensor(class_weight).float())
+
+    def forward(self, logits, y, group, index=None, representation=None):
+        return F.cross_entropy(logits, y, weight=self.class_weight)
