@@ -17,6 +17,7 @@ from reprogram.data.encoding import FeatureEncoder, LabelEncoder
 from reprogram.data.examples import SpuriousDigits, spurious_digits, spurious_digits_table
 from reprogram.data.groups import GroupEncoder, as_columns, encode_groups, factorize
 from reprogram.data.real import RealDataset, load_real_dataset
+from reprogram.data.splits import load_train_val, split_frame
 from reprogram.data.tables import SUPPORTED_SUFFIXES, read_table, require_columns
 
 __all__ = [
@@ -45,4 +46,6 @@ __all__ = [
     "spurious_digits_table",
     "RealDataset",
     "load_real_dataset",
+    "split_frame",
+    "load_train_val",
 ]

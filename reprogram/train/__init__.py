@@ -1,13 +1,20 @@
 """In-processing fairness methods and the one Trainer loop they share.
 
-Every torch method is an :class:`Objective` run by :class:`Trainer`; model builders for
-the base models live in :mod:`reprogram.train.models`.
+Every torch method is an :class:`Objective` run by :class:`Trainer`;
+:func:`make_method` builds one by name (what the CLI, the sweeps and the benchmarks
+use); model builders for the base models live in :mod:`reprogram.train.models`.
+:class:`ReductionsWrapper` is the scikit-learn estimator around fairlearn's reductions.
 """
 
 from reprogram.train.adversarial import AdversarialDebiasing, GradientReversal, grad_reverse
+from reprogram.train.dro import GroupDRO
+from reprogram.train.fas import FASLoss
 from reprogram.train.lagrangian import LagrangianFairnessTrainer, LagrangianObjective
-from reprogram.train.models import SplitModel, build_model, hf_classifier, mlp, resnet18, small_cnn
+from reprogram.train.methods import SWEEP_PARAMETER, TORCH_METHODS, MethodSetup, make_method
+from reprogram.train.models import LinearMixture, SplitModel, build_model, hf_classifier, mlp, resnet18, small_cnn
 from reprogram.train.objective import CrossEntropy, Objective, per_sample_ce
+from reprogram.train.pareto import ParetoPoint, pareto_front, pareto_sweep, plot_pareto, save_sweep
+from reprogram.train.regularizers import FairnessRegularizer
 from reprogram.train.reweighting import (
     HardExampleMining,
     WeightedCrossEntropy,
@@ -15,19 +22,38 @@ from reprogram.train.reweighting import (
     inverse_frequency_weights,
 )
 from reprogram.train.sampling import GroupBalancedBatchSampler, GroupResampler, resample_indices
-from reprogram.train.trainer import Trainer, TrainingDiverged, dataset_meta
+from reprogram.train.trainer import Trainer, TrainingDiverged, dataset_meta, save_frozen
+
+
+def __getattr__(name: str):
+    # fairlearn and scikit-learn load only when the reductions are asked for.
+    if name == "ReductionsWrapper":
+        from reprogram.train.reductions import ReductionsWrapper
+
+        return ReductionsWrapper
+    raise AttributeError(f"module 'reprogram.train' has no attribute {name!r}")
+
 
 __all__ = [
     "AdversarialDebiasing",
     "CrossEntropy",
+    "FASLoss",
+    "FairnessRegularizer",
     "GradientReversal",
     "GroupBalancedBatchSampler",
+    "GroupDRO",
     "GroupResampler",
     "HardExampleMining",
     "LagrangianFairnessTrainer",
     "LagrangianObjective",
+    "LinearMixture",
+    "MethodSetup",
     "Objective",
+    "ParetoPoint",
+    "ReductionsWrapper",
+    "SWEEP_PARAMETER",
     "SplitModel",
+    "TORCH_METHODS",
     "Trainer",
     "TrainingDiverged",
     "WeightedCrossEntropy",
@@ -37,9 +63,15 @@ __all__ = [
     "grad_reverse",
     "hf_classifier",
     "inverse_frequency_weights",
+    "make_method",
     "mlp",
+    "pareto_front",
+    "pareto_sweep",
     "per_sample_ce",
+    "plot_pareto",
     "resample_indices",
     "resnet18",
+    "save_frozen",
+    "save_sweep",
     "small_cnn",
 ]

@@ -16,6 +16,10 @@ absent from a batch keep their q_g (factor exp(0) = 1, as in the reference code 
 adjustment) and contribute no term, so a batch missing a group still gives a finite loss.
 q is updated only in training mode; ``epoch_logs`` returns the group weights q and the
 epoch's mean loss of each group (None for a group that had no rows).
+
+``by="group_class"`` runs the same over the (group, true class) cells, cell id
+``group * n_classes + y``, as Sagawa et al. do on Waterbirds and CelebA: the cells where
+group and label disagree with the majority pattern are the ones that gain weight.
 """
 
 from __future__ import annotations
@@ -37,16 +41,27 @@ class GroupDRO(Objective):
     n_groups: number of groups.
     step_size: η_q, the step of the exponentiated update of q.
     adjust: C of the generalisation adjustment C / sqrt(n_g) (needs ``group_counts``).
-    group_counts: training rows per group (n_g), for ``adjust``.
+    group_counts: training rows per group (n_g), for ``adjust`` (per cell with
+        ``by="group_class"``, in cell-id order).
+    by: ``"group"`` or ``"group_class"`` (the weights are over (group, class) cells).
+    n_classes: number of classes, needed with ``by="group_class"``.
     """
 
     def __init__(self, n_groups: int, *, step_size: float = 0.01, adjust: float | None = None,
-                 group_counts=None):
+                 group_counts=None, by: str = "group", n_classes: int | None = None):
         super().__init__()
         if int(n_groups) < 1:
             raise InputError(f"n_groups must be >= 1, got {n_groups}")
         if not step_size >= 0:
             raise InputError(f"step_size must be >= 0, got {step_size}")
+        if by not in ("group", "group_class"):
+            raise InputError(f"by must be 'group' or 'group_class', got {by!r}")
+        if by == "group_class" and not (n_classes and int(n_classes) >= 2):
+            raise InputError("GroupDRO(by='group_class') needs n_classes >= 2")
+        self.by = by
+        self.n_classes = None if n_classes is None else int(n_classes)
+        self.n_attribute_groups = int(n_groups)
+        n_groups = int(n_groups) * (self.n_classes if by == "group_class" else 1)
         self.n_groups, self.step_size = int(n_groups), float(step_size)
         self.adjust = None if adjust is None else float(adjust)
         self.register_buffer("q", torch.full((self.n_groups,), 1.0 / self.n_groups))
@@ -84,6 +99,8 @@ class GroupDRO(Objective):
         return sums / counts.clamp(min=1).to(ce.dtype), counts > 0
 
     def forward(self, logits, y, group, index=None, representation=None):
+        if self.by == "group_class":
+            group = torch.as_tensor(group, device=logits.device).long() * self.n_classes + y
         losses, present = self.group_losses(logits, y, group)
         adjusted = losses + self.adjustment.to(losses.dtype)
         if self.training:
@@ -107,4 +124,4 @@ class GroupDRO(Objective):
         return logs
 
     def extra_repr(self) -> str:
-        return f"n_groups={self.n_groups}, step_size={self.step_size}, adjust={self.adjust}"
+        return f"n_groups={self.n_groups}, by={self.by!r}, step_size={self.step_size}, adjust={self.adjust}"

@@ -1,7 +1,8 @@
 """The training methods by name: what the CLI, the Pareto sweeps and the benchmarks run.
 
 ``make_method(name, train, n_classes=..., **options)`` returns the objective (and the
-sampler, for resampling) that the shared Trainer runs. Each method has one main knob,
+sampler, for resampling) that the shared Trainer runs; ``train_method(name, train, ...)``
+trains any method, the reductions approach included, and returns a :class:`FittedMethod`. Each method has one main knob,
 ``SWEEP_PARAMETER[name]``, that a Pareto sweep varies.
 """
 
@@ -13,9 +14,10 @@ from typing import Any
 from reprogram.errors import InputError
 from reprogram.train.objective import CrossEntropy, Objective
 
-__all__ = ["TORCH_METHODS", "SWEEP_PARAMETER", "MethodSetup", "make_method"]
+__all__ = ["TORCH_METHODS", "METHODS", "SWEEP_PARAMETER", "MethodSetup", "make_method", "FittedMethod", "train_method"]
 
 TORCH_METHODS = ("erm", "fas", "regularizer", "lagrangian", "adversarial", "reweight", "resample", "groupdro")
+METHODS = (*TORCH_METHODS, "reductions")
 
 # The hyperparameter a Pareto sweep varies, per method (reductions: its constraint bound).
 SWEEP_PARAMETER = {
@@ -52,8 +54,10 @@ def make_method(name: str, train, *, n_classes: int, representation_dim: int | N
     fas: variant ["seed"], c [0.5], ema_alpha [0.9]; regularizer: penalty ["dp"], eta [1.0];
     lagrangian: constraint ["dp"], eps [0.02], multiplier_lr [0.5]; adversarial: on
     ["representation"], strength [1.0], schedule ["dann"]; reweight: by ["group_class"],
-    k [0.0] (affirmative-action boost of the smallest group); resample: to ["mean"];
-    groupdro: step_size [0.01].
+    k [0.0] (affirmative-action boost of the smallest group); resample: to ["mean"],
+    by ["group_class"] (equalise the groups within each class, which removes the
+    group-label correlation, or ``"group"``: the group counts only); groupdro: step_size
+    [0.01], by ["group_class"] (weights over (group, class) cells, or ``"group"``).
     """
     n_groups = len(train.group_names)
     if name == "erm":
@@ -96,11 +100,82 @@ def make_method(name: str, train, *, n_classes: int, representation_dim: int | N
     if name == "resample":
         from reprogram.train.sampling import GroupResampler
 
-        o = _take(options, {"to": "mean"}, name)
-        return MethodSetup(CrossEntropy(), sampler=GroupResampler(train.group_ids, to=o["to"]))
+        o = _take(options, {"to": "mean", "by": "group_class"}, name)
+        if o["by"] not in ("group", "group_class"):
+            raise InputError(f"resample by must be 'group' or 'group_class', got {o['by']!r}")
+        labels = train.labels if o["by"] == "group_class" else None
+        return MethodSetup(CrossEntropy(), sampler=GroupResampler(train.group_ids, to=o["to"], labels=labels))
     if name == "groupdro":
         from reprogram.train.dro import GroupDRO
 
-        o = _take(options, {"step_size": 0.01}, name)
-        return MethodSetup(GroupDRO(n_groups, step_size=o["step_size"]))
+        o = _take(options, {"step_size": 0.01, "by": "group_class"}, name)
+        return MethodSetup(GroupDRO(n_groups, step_size=o["step_size"], by=o["by"], n_classes=n_classes))
     raise InputError(f"unknown method {name!r}; use one of {', '.join(TORCH_METHODS)} or reductions")
+
+
+@dataclass
+class FittedMethod:
+    """A trained method: the model to save, how to evaluate it, and its training history.
+
+    ``model`` is the ``nn.Module`` that maps inputs to logits (for reductions, the
+    fitted mixture as a :class:`~reprogram.train.models.LinearMixture`); ``trainer``
+    is the :class:`~reprogram.train.trainer.Trainer` of a torch method, ``estimator``
+    the :class:`~reprogram.train.reductions.ReductionsWrapper` of reductions.
+    """
+
+    name: str
+    options: dict
+    model: Any
+    trainer: Any = None
+    estimator: Any = None
+
+    @property
+    def history(self) -> list[dict]:
+        return list(getattr(self.trainer, "history_", []))
+
+    def report(self, ds, **report_kw):
+        """The :class:`~reprogram.metrics.FairnessReport` of the method's predictions on ``ds``."""
+        if self.estimator is not None:
+            from reprogram.train.reductions import reductions_report
+
+            return reductions_report(self.estimator, ds, **report_kw)
+        return self.trainer.evaluate(ds, **report_kw)
+
+    def save(self, path, dataset, *, arch: str | None = None):
+        """Save as the frozen model other commands take (TorchScript + sidecar, or a HF folder)."""
+        from reprogram.train.trainer import save_frozen
+
+        extra = {"method": self.name, "method_options": self.options}
+        collate = getattr(self.trainer, "collate_fn", None)
+        return save_frozen(self.model, path, dataset, arch=arch, collate_fn=collate, extra=extra)
+
+
+def train_method(name: str, train, *, build_model=None, val=None, trainer_kw: dict | None = None,
+                 **options) -> FittedMethod:
+    """Train method ``name`` on ``train``: a torch method through the one Trainer, or reductions.
+
+    ``build_model()`` makes the model of a torch method; ``val`` is the Trainer's
+    validation set (history, early stopping); ``trainer_kw`` go to the Trainer;
+    ``options`` to :func:`make_method` or, for ``"reductions"``, to
+    :class:`~reprogram.train.reductions.ReductionsWrapper` (``constraints``,
+    ``difference_bound``, ``method``...; the estimator is a logistic regression on the
+    encoded features).
+    """
+    if name == "reductions":
+        from reprogram.train.reductions import fit_reductions
+
+        trainer_kw = dict(trainer_kw or {})
+        params = {"random_state": trainer_kw.get("seed", 0), **options}
+        est = fit_reductions(train, **params)
+        return FittedMethod(name, dict(options), est.to_module(), estimator=est)
+    if build_model is None:
+        raise InputError(f"method {name} needs build_model= (a function that makes a fresh model)")
+    from reprogram.train.trainer import Trainer
+
+    model = build_model()
+    setup = make_method(name, train, n_classes=len(train.classes),
+                        representation_dim=getattr(model, "representation_dim", None), **options)
+    trainer = Trainer(model, setup.objective, sampler=setup.sampler, batch_sampler=setup.batch_sampler,
+                      **{"progress": False, **(trainer_kw or {})})
+    trainer.fit(train, val)
+    return FittedMethod(name, dict(options), trainer.model, trainer=trainer)

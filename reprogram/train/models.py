@@ -15,7 +15,7 @@ from torch import nn
 
 from reprogram.errors import InputError
 
-__all__ = ["SplitModel", "mlp", "small_cnn", "resnet18", "hf_classifier", "build_model", "ARCHES"]
+__all__ = ["SplitModel", "LinearMixture", "mlp", "small_cnn", "resnet18", "hf_classifier", "build_model", "ARCHES"]
 
 ARCHES = ("mlp", "cnn", "resnet18")
 
@@ -31,6 +31,30 @@ class SplitModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class LinearMixture(nn.Module):
+    """A randomized mixture of linear classifiers (what the reductions approach returns).
+
+    Member t votes ``1[a_t · x + b_t > 0]`` with weight ``w_t`` (Σ w = 1); the mixture's
+    probability of class 1 is ``p = Σ_t w_t · vote_t`` and the logits are
+    ``[log(1 - p), log p]`` (p clipped to [1e-6, 1 - 1e-6]). One member is the plain
+    linear classifier, logits ``[0, a · x + b]``.
+    """
+
+    def __init__(self, coef: torch.Tensor, bias: torch.Tensor, weights: torch.Tensor):
+        super().__init__()
+        self.register_buffer("coef", coef)
+        self.register_buffer("bias", bias)
+        self.register_buffer("weights", weights)
+        self.single = coef.shape[0] == 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x.to(self.coef.dtype) @ self.coef.T + self.bias
+        if self.single:
+            return torch.cat([torch.zeros_like(z), z], dim=1)
+        p = ((z > 0).to(z.dtype) @ self.weights).clamp(1e-6, 1.0 - 1e-6)
+        return torch.stack([torch.log1p(-p), torch.log(p)], dim=1)
 
 
 def mlp(n_features: int, n_classes: int, hidden: Sequence[int] = (512, 256, 64), dropout: float = 0.2) -> SplitModel:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ class ParetoPoint:
     fairness: float
     metric: str
     pareto: bool = False
+    # overall figures of this run by evaluation set ("val", and any extra sets such as "test")
+    reports: dict = field(default_factory=dict, repr=False)
 
 
 def pareto_front(accuracy: Sequence[float], fairness: Sequence[float], *, fairness_mode: str = "min") -> np.ndarray:
@@ -55,43 +57,44 @@ def pareto_sweep(
     train,
     val,
     *,
-    build_model: Callable[[], Any],
+    build_model: Callable[[], Any] | None = None,
     metric: str = "demographic_parity_difference",
     trainer_kw: dict | None = None,
     method_kw: dict | None = None,
+    evaluate_on: dict | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[ParetoPoint]:
     """Train ``method`` once per value of its sweep parameter; return the marked points.
 
-    ``build_model()`` makes a fresh model for each run; ``trainer_kw`` go to the
-    Trainer, ``method_kw`` to :func:`~reprogram.train.methods.make_method`. ``erm``
-    (no parameter) gives one point.
+    ``build_model()`` makes a fresh model for each run of a torch method; ``trainer_kw``
+    go to the Trainer, ``method_kw`` to :func:`~reprogram.train.methods.train_method`.
+    Points are placed by their figures on ``val``; ``evaluate_on`` (name -> dataset,
+    e.g. ``{"test": test}``) adds more sets to each point's ``reports``. ``erm`` and
+    ``resample`` (no parameter) give one point.
     """
-    from reprogram.train.methods import SWEEP_PARAMETER, make_method
-    from reprogram.train.trainer import Trainer
+    from reprogram.train.methods import METHODS, SWEEP_PARAMETER, train_method
 
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     parameter = SWEEP_PARAMETER.get(method)
     runs = [None] if parameter is None else list(values)
     if not runs:
         raise InputError(f"give at least one value of {parameter} to sweep {method}")
     points = []
     for value in runs:
-        model = build_model()
         kw = dict(method_kw or {})
         if parameter is not None:
             kw[parameter] = value
-        setup = make_method(
-            method, train, n_classes=len(train.classes),
-            representation_dim=getattr(model, "representation_dim", None), **kw,
-        )
-        trainer = Trainer(model, setup.objective, sampler=setup.sampler, batch_sampler=setup.batch_sampler,
-                          **{"progress": False, **(trainer_kw or {})})
-        report = trainer.fit(train).evaluate(val)
-        if metric not in report.overall:
-            raise InputError(f"unknown fairness metric {metric!r}; use one of {', '.join(report.overall)}")
-        points.append(ParetoPoint(method, parameter, value, report.overall["accuracy"], report.overall[metric], metric))
+        fitted = train_method(method, train, build_model=build_model, trainer_kw=trainer_kw, **kw)
+        reports = {name: fitted.report(ds).overall for name, ds in {"val": val, **(evaluate_on or {})}.items()}
+        overall = reports["val"]
+        if metric not in overall:
+            raise InputError(f"unknown fairness metric {metric!r}; use one of {', '.join(overall)}")
+        points.append(ParetoPoint(method, parameter, value, overall["accuracy"], overall[metric], metric,
+                                  reports=reports))
         if progress is not None:
-            progress(f"{method} {parameter}={value}: accuracy {points[-1].accuracy:.4f}, {metric} {points[-1].fairness:.4f}")
+            shown = "" if parameter is None else f" {parameter}={value:g}"
+            progress(f"{method}{shown}: accuracy {points[-1].accuracy:.4f}, {metric} {points[-1].fairness:.4f}")
     mark(points)
     return points
 
@@ -115,8 +118,8 @@ def save_sweep(points: list[ParetoPoint], out_dir: str | Path, *, title: str | N
     rows = [asdict(p) for p in points]
     paths = {"json": out / "points.json", "csv": out / "points.csv", "png": out / "pareto.png"}
     atomic_write_text(paths["json"], json.dumps(rows, indent=2) + "\n")
-    with atomic_path(paths["csv"]) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
+    with atomic_path(paths["csv"]) as tmp:  # the flat table; the per-set reports are in the JSON
+        pd.DataFrame([{k: v for k, v in r.items() if k != "reports"} for r in rows]).to_csv(tmp, index=False)
     plot_pareto(points, paths["png"], title=title)
     return paths
 

@@ -51,7 +51,7 @@ from reprogram.errors import (
     first_line,
 )
 
-__all__ = ["ReductionsWrapper", "CONSTRAINT_NAMES"]
+__all__ = ["ReductionsWrapper", "CONSTRAINT_NAMES", "fit_reductions", "reductions_report"]
 
 # Canonical names -> fairlearn classification moments.
 _CONSTRAINTS: dict[str, type[ClassificationMoment]] = {
@@ -556,7 +556,64 @@ class ReductionsWrapper(ClassifierMixin, BaseEstimator):
                 raise _wrap(e) from e
         return self.classes_[pos.astype(np.int64)]
 
+    def to_module(self):
+        """The fitted classifier as a torch module from encoded features to logits.
+
+        Supported when every member of the mixture with weight > 0 is linear (has
+        ``coef_`` and ``intercept_``, as ``LogisticRegression``), so the module can be
+        saved as the TorchScript frozen model the rest of the toolkit takes. The
+        module's logits are ``[log(1 - p), log p]`` with ``p`` the mixture's
+        probability of predicting ``classes_[1]`` (:meth:`predict_proba`); a single
+        member (grid search) keeps its own logit ``a·x + b`` instead. Thresholding ``p``
+        at 0.5 (argmax of the logits) is deterministic but is not the randomized
+        classifier the constraint is guaranteed for: see the class Notes.
+        """
+        import torch
+
+        from reprogram.train.models import LinearMixture
+
+        check_is_fitted(self)
+        members = [(w, h) for w, h in zip(self.weights_, self.predictors_) if w > 0]
+        for _, h in members:
+            coef = getattr(h, "coef_", None)
+            if coef is None or np.asarray(coef).shape[0] != 1 or list(getattr(h, "classes_", [0, 1])) != [0, 1]:
+                raise InputError(f"to_module needs linear binary members (such as LogisticRegression); "
+                                 f"{type(h).__name__} is not one")
+        coef = torch.tensor(np.stack([np.asarray(h.coef_, dtype=np.float64)[0] for _, h in members]), dtype=torch.float32)
+        bias = torch.tensor([float(np.ravel(h.intercept_)[0]) for _, h in members], dtype=torch.float32)
+        weights = torch.tensor([w for w, _ in members], dtype=torch.float32)
+        return LinearMixture(coef, bias, weights / weights.sum())
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = False
         return tags
+
+
+def fit_reductions(train, **params) -> ReductionsWrapper:
+    """Fit a :class:`ReductionsWrapper` (``params``) on a tabular dataset's encoded features."""
+    X, y, g = _tabular_arrays(train)
+    return ReductionsWrapper(**params).fit(X, y, sensitive_features=g)
+
+
+def reductions_report(wrapper: ReductionsWrapper, ds, **report_kw):
+    """The fairness report of a fitted wrapper on a tabular dataset.
+
+    Predictions are the wrapper's ``predict`` (exponentiated gradient: its randomized
+    classifier, rounded per row as the class Notes say), scores its ``predict_proba``.
+    """
+    from reprogram.metrics import fairness_report
+
+    X, y, g = _tabular_arrays(ds)
+    classes = np.asarray(ds.classes, dtype=object)
+    names = np.asarray(ds.group_names, dtype=object)
+    pred = wrapper.predict(X)
+    return fairness_report(classes[y], classes[pred], wrapper.predict_proba(X)[:, 1], {"group": names[g]},
+                           classes=list(ds.classes), **report_kw)
+
+
+def _tabular_arrays(ds):
+    if not hasattr(ds, "feature_encoder") or not hasattr(ds, "tensors"):
+        raise InputError("the reductions method takes tabular data (feature columns), not images or text")
+    X, y, g = ds.tensors
+    return X.numpy(), y.numpy(), g.numpy()

@@ -27,7 +27,7 @@ from reprogram.errors import InputError, NotFittedError, ReprogramError
 from reprogram.models.device import resolve_device
 from reprogram.train.objective import CrossEntropy, Objective
 
-__all__ = ["Trainer", "TrainingDiverged", "monitor_mode"]
+__all__ = ["Trainer", "TrainingDiverged", "monitor_mode", "save_frozen", "dataset_meta"]
 
 
 class TrainingDiverged(ReprogramError):
@@ -287,40 +287,47 @@ class Trainer:
         )
 
     def save(self, path: str | Path, dataset: Dataset, *, arch: str | None = None, extra: dict | None = None) -> Path:
-        """Save the model as the frozen model other commands take; return its path.
-
-        Torch models become a TorchScript file with a JSON sidecar (``ckpt.pt`` +
-        ``ckpt.json``); Hugging Face models a folder (``save_pretrained``, the tokenizer
-        and ``reprogram.json``). The sidecar holds what ``dataset`` knows: the input
-        kind, class and group names, the feature encoding or image normalisation.
-        """
-        from reprogram.io import atomic_dir, atomic_path
-        from reprogram.models import write_sidecar
-
+        """Save the model as the frozen model other commands take (see :func:`save_frozen`)."""
         self._check_fitted()
-        meta = dataset_meta(dataset)
-        meta["arch"] = arch
-        meta["objective"] = type(self.objective).__name__
-        if extra:
-            meta.update(extra)
-        model = self.model.eval()
-        path = Path(path)
-        if hasattr(model, "save_pretrained"):  # Hugging Face: a folder, like its source
-            with atomic_dir(path) as tmp:
-                model.save_pretrained(tmp)
-                tok = getattr(self.collate_fn, "tokenizer", None)
-                if tok is not None:
-                    tok.save_pretrained(tmp)
-                write_sidecar(tmp, meta)
-            return path
-        x = _with_index(self.collate_fn)([(*dataset[i], i) for i in range(min(2, len(dataset)))])[0]
-        cpu_model = copy.deepcopy(model).cpu()
-        with torch.no_grad():
-            traced = torch.jit.trace(cpu_model, _to(x, torch.device("cpu")))
-        with atomic_path(path) as tmp:
-            torch.jit.save(traced, str(tmp))
-        write_sidecar(path, meta)
+        meta = {"objective": type(self.objective).__name__, **(extra or {})}
+        return save_frozen(self.model, path, dataset, arch=arch, collate_fn=self.collate_fn, extra=meta)
+
+
+def save_frozen(model: nn.Module, path: str | Path, dataset: Dataset, *, arch: str | None = None,
+                collate_fn: Callable | None = None, extra: dict | None = None) -> Path:
+    """Save ``model`` as the frozen model other commands take; return its path.
+
+    Torch models become a TorchScript file with a JSON sidecar (``ckpt.pt`` +
+    ``ckpt.json``); Hugging Face models a folder (``save_pretrained``, the tokenizer
+    and ``reprogram.json``). The sidecar holds what ``dataset`` knows: the input kind,
+    class and group names, the feature encoding or image normalisation. Both are
+    written atomically.
+    """
+    from reprogram.io import atomic_dir, atomic_path
+    from reprogram.models import write_sidecar
+
+    meta = dataset_meta(dataset)
+    meta["arch"] = arch
+    if extra:
+        meta.update(extra)
+    model = model.eval()
+    path = Path(path)
+    if hasattr(model, "save_pretrained"):  # Hugging Face: a folder, like its source
+        with atomic_dir(path) as tmp:
+            model.save_pretrained(tmp)
+            tok = getattr(collate_fn, "tokenizer", None)
+            if tok is not None:
+                tok.save_pretrained(tmp)
+            write_sidecar(tmp, meta)
         return path
+    x = _with_index(collate_fn)([(*dataset[i], i) for i in range(min(2, len(dataset)))])[0]
+    cpu_model = copy.deepcopy(model).cpu()
+    with torch.no_grad():
+        traced = torch.jit.trace(cpu_model, _to(x, torch.device("cpu")))
+    with atomic_path(path) as tmp:
+        torch.jit.save(traced, str(tmp))
+    write_sidecar(path, meta)
+    return path
 
 
 def dataset_meta(ds: Dataset) -> dict:
