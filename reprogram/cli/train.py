@@ -44,6 +44,8 @@ PATIENCE = typer.Option(None, "--patience", min=0, help="Stop after this many ep
 # method options (None: the method's default; a method refuses options it does not take)
 VARIANT = typer.Option(None, "--variant", help="fas: seed | softmax.")
 C = typer.Option(None, "--c", help="fas: mixing coefficient c.")
+BETA_LR = typer.Option(None, "--beta-lr", help="fas: learning rate of the group scales beta.")
+TEMPERATURE = typer.Option(None, "--temperature", help="fas (softmax variant): temperature T.")
 PENALTY = typer.Option(None, "--penalty", help="regularizer: dp | eo | smooth_dp | smooth_eo | prejudice_remover.")
 ETA = typer.Option(None, "--eta", help="regularizer: penalty strength.")
 CONSTRAINT = typer.Option(None, "--constraint", help="lagrangian: dp | eo; reductions: dp | eo | a fairlearn constraint name.")
@@ -58,7 +60,7 @@ STEP_SIZE = typer.Option(None, "--step-size", help="groupdro: step of the group-
 DIFFERENCE_BOUND = typer.Option(None, "--difference-bound", help="reductions: allowed constraint violation.")
 
 _OPTION_FLAGS = {
-    "variant": "--variant", "c": "--c", "penalty": "--penalty", "eta": "--eta", "constraint": "--constraint",
+    "variant": "--variant", "c": "--c", "beta_lr": "--beta-lr", "temperature": "--temperature", "penalty": "--penalty", "eta": "--eta", "constraint": "--constraint",
     "eps": "--eps", "multiplier_lr": "--multiplier-lr", "on": "--on", "strength": "--strength", "by": "--by",
     "k": "--k", "to": "--to", "step_size": "--step-size", "difference_bound": "--difference-bound",
 }  # fmt: skip
@@ -140,7 +142,8 @@ def train_command(
     epochs: int = EPOCHS, batch_size: int = BATCH_SIZE, lr: float = LR, optimizer: str = OPTIMIZER,
     schedule: str = SCHEDULE, weight_decay: float = WEIGHT_DECAY, seed: int = SEED, device: str = DEVICE_OPTION,
     monitor: str = MONITOR, patience: int = PATIENCE,
-    variant: str = VARIANT, c: float = C, penalty: str = PENALTY, eta: float = ETA, constraint: str = CONSTRAINT,
+    variant: str = VARIANT, c: float = C, beta_lr: float = BETA_LR, temperature: float = TEMPERATURE,
+    penalty: str = PENALTY, eta: float = ETA, constraint: str = CONSTRAINT,
     eps: float = EPS, multiplier_lr: float = MULTIPLIER_LR, on: str = ON, strength: float = STRENGTH, by: str = BY,
     k: float = K, to: str = TO, step_size: float = STEP_SIZE, difference_bound: float = DIFFERENCE_BOUND,
 ) -> None:
@@ -149,7 +152,7 @@ def train_command(
 
     from reprogram.train.methods import train_method
 
-    given = dict(variant=variant, c=c, penalty=penalty, eta=eta, constraint=constraint, eps=eps,
+    given = dict(variant=variant, c=c, beta_lr=beta_lr, temperature=temperature, penalty=penalty, eta=eta, constraint=constraint, eps=eps,
                  multiplier_lr=multiplier_lr, on=on, strength=strength, by=by, k=k, to=to, step_size=step_size,
                  difference_bound=difference_bound)  # fmt: skip
     options = method_options(method, given)

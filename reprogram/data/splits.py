@@ -29,7 +29,8 @@ def split_frame(
     ``fractions`` must be positive and sum to 1 (e.g. ``(0.4, 0.3, 0.3)``, FFB's protocol).
     ``stratify`` names the columns whose value combinations keep their share in every
     part; strata too small to appear in every part are pooled into one "rare" stratum
-    (scikit-learn refuses a stratum of one row). Each part has a fresh 0..n-1 index.
+    (scikit-learn refuses a stratum of one row), and that pool joins the largest stratum
+    when it is itself too small. Each part has a fresh 0..n-1 index.
     """
     from sklearn.model_selection import train_test_split
 
@@ -44,6 +45,8 @@ def split_frame(
         _, codes, counts = np.unique(keys, return_inverse=True, return_counts=True)
         rare = counts[codes] < 2 * len(fr)
         strata = np.where(rare, -1, codes)
+        if 0 < rare.sum() < 2 * len(fr):
+            strata[rare] = np.argmax(counts)
     parts: list[pd.DataFrame] = []
     rest, rest_strata, left = frame.reset_index(drop=True), strata, 1.0
     for f in fr[:-1]:

@@ -3,8 +3,11 @@
 Vocabulary follows fairlearn: selection rate = P(pred = positive), TPR / FPR per group,
 demographic-parity difference = max - min selection rate over groups, ratio = min / max,
 equalized-odds difference = max(TPR gap, FPR gap), equal-opportunity difference = TPR
-gap. For multi-class tasks the DP / EO figures are the worst (max gap, min ratio) over
-the one-vs-rest problems of each class.
+gap, false-positive-rate difference = FPR gap (FFB's "EOdd" is the sum of the TPR and
+FPR gaps). ``max_selection_rate_deviation`` = max over groups of |selection rate of the
+group - overall selection rate|: the quantity fairlearn's ``DemographicParity``
+constraint bounds by its ``difference_bound``. For multi-class tasks the DP / EO figures
+are the worst (max gap, min ratio) over the one-vs-rest problems of each class.
 
 Further figures:
 
@@ -45,6 +48,8 @@ OVERALL_ORDER = (
     "demographic_parity_ratio",
     "equalized_odds_difference",
     "equal_opportunity_difference",
+    "false_positive_rate_difference",
+    "max_selection_rate_deviation",
     "eo_score_F",
     "worst_group_accuracy",
     "accuracy_gap",
@@ -134,6 +139,7 @@ class FairnessReport:
         base = true_count / n_g[:, None]
         recall = _div(tp, true_count)
         fpr = _div(pred_count - tp, n_g[:, None] - true_count)
+        sel_overall = pred_count.sum(axis=0) / n  # (K,)
         recall_sum = recall.sum(axis=1)  # NaN when a class is absent from the group
 
         cols: dict[str, np.ndarray] = {"count": n_g.astype(np.int64), "accuracy": acc_g}
@@ -143,6 +149,8 @@ class FairnessReport:
             dp_diff, dp_ratio = _gap(sel[:, p]), _ratio(sel[:, p])
             eo_diff = max(_gap(recall[:, p]), _gap(fpr[:, p]))
             eop_diff = _gap(recall[:, p])
+            fpr_diff = _gap(fpr[:, p])
+            sel_dev = float(np.abs(sel[:, p] - sel_overall[p]).max())
             positive = classes[p]
         else:
             for c, name in enumerate(classes):
@@ -155,6 +163,8 @@ class FairnessReport:
             dp_ratio = min(_ratio(sel[:, c]) for c in range(k))
             eo_diff = max(max(_gap(recall[:, c]), _gap(fpr[:, c])) for c in range(k))
             eop_diff = max(_gap(recall[:, c]) for c in range(k))
+            fpr_diff = max(_gap(fpr[:, c]) for c in range(k))
+            sel_dev = float(np.abs(sel - sel_overall).max())
             positive = None
         cols["recall_sum"] = recall_sum
 
@@ -164,6 +174,8 @@ class FairnessReport:
             "demographic_parity_ratio": dp_ratio,
             "equalized_odds_difference": eo_diff,
             "equal_opportunity_difference": eop_diff,
+            "false_positive_rate_difference": fpr_diff,
+            "max_selection_rate_deviation": sel_dev,
             "eo_score_F": _ratio(recall_sum),
             "worst_group_accuracy": float(acc_g.min()),
             "accuracy_gap": float(acc_g.max() - acc_g.min()),

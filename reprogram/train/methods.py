@@ -51,7 +51,8 @@ def make_method(name: str, train, *, n_classes: int, representation_dim: int | N
     """Objective and sampler for method ``name`` on dataset ``train`` (see module docstring).
 
     Options by method (defaults in brackets):
-    fas: variant ["seed"], c [0.5], ema_alpha [0.9]; regularizer: penalty ["dp"], eta [1.0];
+    fas: variant ["seed"], c [0.5], ema_alpha [0.9], beta_lr [the Trainer's], temperature
+    [1.0] (softmax variant); regularizer: penalty ["dp"], eta [1.0];
     lagrangian: constraint ["dp"], eps [0.02], multiplier_lr [0.5]; adversarial: on
     ["representation"], strength [1.0], schedule ["dann"]; reweight: by ["group_class"],
     k [0.0] (affirmative-action boost of the smallest group); resample: to ["mean"],
@@ -66,8 +67,8 @@ def make_method(name: str, train, *, n_classes: int, representation_dim: int | N
     if name == "fas":
         from reprogram.train.fas import FASLoss
 
-        o = _take(options, {"variant": "seed", "c": 0.5, "ema_alpha": 0.9}, name)
-        return MethodSetup(FASLoss(len(train), n_groups, variant=o["variant"], c=o["c"], ema_alpha=o["ema_alpha"]))
+        o = _take(options, {"variant": "seed", "c": 0.5, "ema_alpha": 0.9, "beta_lr": None, "temperature": 1.0}, name)
+        return MethodSetup(FASLoss(len(train), n_groups, **o))
     if name == "regularizer":
         from reprogram.train.regularizers import FairnessRegularizer
 

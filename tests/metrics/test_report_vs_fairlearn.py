@@ -136,3 +136,17 @@ def test_real_adult_against_fairlearn():
     report = fairness_report(yb, pb, sensitive=sens)
     _check_against_fairlearn(yb, pb, sens, report.groups)
     assert report.overall["demographic_parity_difference"] > 0.05  # Adult's sex gap is real
+
+
+def test_fpr_gap_and_selection_rate_deviation_match_fairlearn():
+    from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate
+
+    rng = np.random.default_rng(5)
+    y, p = rng.integers(0, 2, 3000), rng.integers(0, 2, 3000)
+    s = rng.choice(["a", "b", "c"], 3000, p=[0.5, 0.3, 0.2])
+    ov = fairness_report(y, p, sensitive=s).overall
+    fpr = MetricFrame(metrics=false_positive_rate, y_true=y, y_pred=p, sensitive_features=s)
+    assert abs(ov["false_positive_rate_difference"] - fpr.difference()) < TOL
+    # fairlearn's DemographicParity bounds each group's rate minus the overall rate
+    sel = MetricFrame(metrics=selection_rate, y_true=y, y_pred=p, sensitive_features=s)
+    assert abs(ov["max_selection_rate_deviation"] - (sel.by_group - sel.overall).abs().max()) < TOL

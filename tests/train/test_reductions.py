@@ -571,3 +571,31 @@ def test_adult_equalized_odds(adult):
     assert gap_vs_overall(d["yte"], pred, d["ste"], 1, within=[0, 1]) <= bound + 0.02
     assert fair_o["equalized_odds_difference"] <= base_o["equalized_odds_difference"]
     assert fair_o["accuracy"] >= base_o["accuracy"] - 0.03
+
+
+@pytest.mark.parametrize("method", ["exponentiated_gradient", "grid_search"])
+def test_to_module_reproduces_predict_proba_and_scripts(method):
+    import torch
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(500, 4))
+    g = rng.integers(0, 2, 500)
+    y = (X[:, 0] + 1.5 * g + rng.normal(size=500) > 0.7).astype(int)
+    w = ReductionsWrapper(method=method, difference_bound=0.02, grid_size=5).fit(X, y, sensitive_features=g)
+    module = w.to_module()
+    xt = torch.tensor(X, dtype=torch.float32)
+    p = torch.softmax(module(xt), 1)[:, 1].numpy()
+    assert np.abs(p - w.predict_proba(X)[:, 1]).max() < 1e-5
+    traced = torch.jit.trace(module, xt[:2])
+    assert torch.equal(traced(xt), module(xt))
+
+
+def test_to_module_refuses_non_linear_members():
+    from sklearn.tree import DecisionTreeClassifier
+
+    rng = np.random.default_rng(0)
+    X, g = rng.normal(size=(200, 2)), rng.integers(0, 2, 200)
+    y = (X[:, 0] + g > 0.5).astype(int)
+    w = ReductionsWrapper(DecisionTreeClassifier(max_depth=2), max_iter=5).fit(X, y, sensitive_features=g)
+    with pytest.raises(InputError, match="linear"):
+        w.to_module()

@@ -1,0 +1,24 @@
+"""The benchmark scripts still run (a smoke run each; the measured numbers are in their JSON)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_train_methods_quick_run_writes_every_section(tmp_path):
+    out = tmp_path / "train_methods.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_methods.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert {"erm_vs_ffb", "best", "reductions_bound", "fas_spurious_digits", "step_overhead"} <= set(result)
+    methods = {b["method"] for b in result["best"]}
+    assert methods == {"erm", "fas (seed)", "fas (softmax)", "regularizer", "lagrangian", "adversarial", "reweight",
+                       "resample", "groupdro", "reductions"}
+    assert result["step_overhead"]["erm"]["ratio"] == 1.0
