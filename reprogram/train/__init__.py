@@ -10,7 +10,15 @@ from reprogram.train.adversarial import AdversarialDebiasing, GradientReversal, 
 from reprogram.train.dro import GroupDRO
 from reprogram.train.fas import FASLoss
 from reprogram.train.lagrangian import LagrangianFairnessTrainer, LagrangianObjective
-from reprogram.train.methods import SWEEP_PARAMETER, TORCH_METHODS, MethodSetup, make_method
+from reprogram.train.methods import (
+    METHODS,
+    SWEEP_PARAMETER,
+    TORCH_METHODS,
+    FittedMethod,
+    MethodSetup,
+    make_method,
+    train_method,
+)
 from reprogram.train.models import LinearMixture, SplitModel, build_model, hf_classifier, mlp, resnet18, small_cnn
 from reprogram.train.objective import CrossEntropy, Objective, per_sample_ce
 from reprogram.train.pareto import ParetoPoint, pareto_front, pareto_sweep, plot_pareto, save_sweep
@@ -39,6 +47,7 @@ __all__ = [
     "CrossEntropy",
     "FASLoss",
     "FairnessRegularizer",
+    "FittedMethod",
     "GradientReversal",
     "GroupBalancedBatchSampler",
     "GroupDRO",
@@ -47,6 +56,7 @@ __all__ = [
     "LagrangianFairnessTrainer",
     "LagrangianObjective",
     "LinearMixture",
+    "METHODS",
     "MethodSetup",
     "Objective",
     "ParetoPoint",
@@ -74,4 +84,5 @@ __all__ = [
     "save_frozen",
     "save_sweep",
     "small_cnn",
+    "train_method",
 ]
