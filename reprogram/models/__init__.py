@@ -6,7 +6,7 @@ See :func:`load_frozen` for the formats and :class:`FrozenModel` for what comes 
 from reprogram.models.device import DEVICE_CHOICES, resolve_device
 from reprogram.models.fingerprint import weights_fingerprint
 from reprogram.models.frozen import FrozenModel, freeze
-from reprogram.models.loading import load_frozen
+from reprogram.models.loading import load_frozen, prepare_transformers
 from reprogram.models.sidecar import read_sidecar, write_sidecar
 from reprogram.models.torchvision_compat import import_torchvision
 
@@ -15,6 +15,7 @@ __all__ = [
     "FrozenModel",
     "freeze",
     "import_torchvision",
+    "prepare_transformers",
     "read_sidecar",
     "write_sidecar",
     "weights_fingerprint",

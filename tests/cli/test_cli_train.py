@@ -140,3 +140,33 @@ def test_pareto_writes_points_and_append_shares_one_plot(table, tmp_path, capsys
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     code, text = invoke(["pareto", "--data", path, *BASE, "--method", "regularizer", "--out", out], capsys)
     assert code == 2 and "--values" in text
+
+
+def test_train_a_text_classifier_head_on_a_hugging_face_encoder(tmp_path, capsys):
+    from tiny_models import tiny_bert_folder
+
+    hf, _ = tiny_bert_folder(tmp_path / "tiny-bert")
+    rng = np.random.default_rng(0)
+    words = np.array("the a movie was good bad not very is".split())
+    n = 120
+    y = rng.integers(0, 2, n)
+    texts = [" ".join(rng.choice(words, 5)) + (" good" if t else " bad") for t in y]
+    csv = tmp_path / "reviews.csv"
+    pd.DataFrame({"review": texts, "label": np.where(y == 1, "pos", "neg"),
+                  "dialect": rng.choice(["d1", "d2"], n)}).to_csv(csv, index=False)
+    out = tmp_path / "clf"
+    code, text = invoke(["train", "--data", csv, "--text", "review", "--label", "label", "--sensitive", "dialect",
+                         "--arch", hf, "--freeze-encoder", "--epochs", "2", "--batch-size", "32", "--lr", "0.01",
+                         "--max-length", "16", "--out", out], capsys)
+    assert code == 0, text
+    model = load_frozen(out)
+    assert model.input_kind == "text" and read_sidecar(out)["classes"] == ["neg", "pos"]
+    # the encoder stayed as it was: only the head trained
+    from reprogram.models.loading import prepare_transformers
+
+    original = prepare_transformers().AutoModel.from_pretrained(hf)
+    trained = model.module if hasattr(model, "module") else model
+    enc = dict(trained.named_parameters())
+    name, p0 = next((k, v) for k, v in original.named_parameters() if "embeddings.word_embeddings" in k)
+    match = [v for k, v in enc.items() if k.endswith(name)]
+    assert match and torch.equal(match[0], p0)

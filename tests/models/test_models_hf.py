@@ -8,34 +8,12 @@ import torch
 from reprogram.errors import CheckpointError
 from reprogram.models import load_frozen, weights_fingerprint
 from reprogram.models.loading import prepare_transformers
-
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"the a movie was good bad not very is".split()]
-
-
-def _tiny_config(transformers, **kw):
-    return transformers.BertConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        **kw,
-    )
-
+from tiny_models import tiny_bert_folder
+from tiny_models import tiny_config as _tiny_config
 
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory):
-    transformers = prepare_transformers()
-    d = tmp_path_factory.mktemp("hf") / "tiny-bert"
-    torch.manual_seed(0)
-    config = _tiny_config(transformers, num_labels=2, id2label={0: "ok", 1: "toxic"}, label2id={"ok": 0, "toxic": 1})
-    model = transformers.BertForSequenceClassification(config).eval()
-    model.save_pretrained(d)
-    vocab = d.parent / "vocab.txt"
-    vocab.write_text("\n".join(VOCAB) + "\n")
-    # Positional: the vocab file argument is called vocab_file in transformers 4, vocab in 5.
-    transformers.BertTokenizerFast(str(vocab)).save_pretrained(d)
+    d, model = tiny_bert_folder(tmp_path_factory.mktemp("hf") / "tiny-bert")
     return {"dir": d, "model": model}
 
 

@@ -1,0 +1,2 @@
+"""Shared test set-up. Its presence puts this folder on sys.path, so tests can
+``import tiny_models``."""
