@@ -11,6 +11,7 @@ from reprogram.data.datasets import (
     collate_text,
     image_transform_from_meta,
     load_dataset,
+    load_dataset_like,
     tokenize_collate,
 )
 from reprogram.data.encoding import FeatureEncoder, LabelEncoder
@@ -41,6 +42,7 @@ __all__ = [
     "tokenize_collate",
     "TokenizeCollate",
     "load_dataset",
+    "load_dataset_like",
     "SpuriousDigits",
     "spurious_digits",
     "spurious_digits_table",

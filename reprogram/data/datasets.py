@@ -42,6 +42,7 @@ __all__ = [
     "tokenize_collate",
     "TokenizeCollate",
     "load_dataset",
+    "load_dataset_like",
 ]
 
 # torchvision's ImageNet statistics: what most pretrained image models were trained with.
@@ -529,3 +530,39 @@ def _check_files_exist(paths: np.ndarray, source: str | None) -> None:
             f"image file {str(paths[bad[0]])!r} (row {int(bad[0])}{where}) not found; "
             f"{bad.size} of {len(paths)} image files are missing"
         )
+
+
+def load_dataset_like(
+    path_or_df: str | os.PathLike | pd.DataFrame,
+    meta: Mapping | None,
+    *,
+    label: str,
+    sensitive: str | Sequence[str],
+    text: str | None = None,
+    image: str | None = None,
+    group_encoder: GroupEncoder | Mapping | None = None,
+    base_dir: str | os.PathLike | None = None,
+) -> TabularDataset | TextDataset | ImageDataset:
+    """Load a table the way a frozen model expects it, from the model's sidecar ``meta``.
+
+    The model's feature encoding (``meta["features"]``), class order (``meta["classes"]``)
+    and image settings (``meta["image"]``) are reused, so the rows reach the model exactly
+    as its training data did. The input kind follows ``meta["input_kind"]``: a text model
+    needs ``text=``, an image model ``image=``.
+    """
+    meta = dict(meta or {})
+    kind = meta.get("input_kind")
+    if kind == "text" and text is None:
+        raise InputError("this model reads text: give the text column (--text COL)")
+    if kind == "image" and image is None:
+        raise InputError("this model reads images: give the image path column (--image COL)")
+    if kind == "tabular" and (text is not None or image is not None):
+        raise InputError("this model reads tabular features, not a text or image column")
+    kw: dict[str, Any] = {"text": text, "image": image, "group_encoder": group_encoder, "base_dir": base_dir}
+    if meta.get("classes"):
+        kw["label_classes"] = list(meta["classes"])
+    if kind in (None, "tabular") and meta.get("features"):
+        kw["feature_encoder"] = meta["features"]
+    if image is not None:
+        kw["image_meta"] = meta.get("image")
+    return load_dataset(path_or_df, label=label, sensitive=sensitive, **kw)

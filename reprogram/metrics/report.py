@@ -40,7 +40,7 @@ from reprogram.errors import GroupError, InputError, LengthMismatchError, Missin
 from reprogram.metrics.calibration import ece_from_histogram
 from reprogram.metrics.counts import GroupCounts, count_groups
 
-__all__ = ["FairnessReport", "fairness_report"]
+__all__ = ["FairnessReport", "fairness_report", "dataset_report"]
 
 OVERALL_ORDER = (
     "accuracy",
@@ -413,3 +413,16 @@ def _report(y_true, y_pred, y_score, sensitive, *, classes, pos_label, threshold
         positive_index=positive_index,
         min_group_size=min_group_size,
     )
+
+
+def dataset_report(ds: Any, proba: np.ndarray, **report_kw) -> FairnessReport:
+    """The report of class probabilities ``proba`` (rows x classes) on a reprogram dataset.
+
+    ``ds`` has ``labels`` and ``group_ids`` (index arrays), ``classes`` and
+    ``group_names``; predictions are the argmax, scores P(class 1) for two classes.
+    """
+    classes = np.asarray(ds.classes, dtype=object)
+    names = np.asarray(ds.group_names, dtype=object)
+    score = proba[:, 1] if proba.shape[1] == 2 else proba
+    return fairness_report(classes[ds.labels], classes[proba.argmax(1)], score, {"group": names[ds.group_ids]},
+                           classes=list(ds.classes), **report_kw)

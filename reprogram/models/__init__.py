@@ -3,7 +3,7 @@
 See :func:`load_frozen` for the formats and :class:`FrozenModel` for what comes back.
 """
 
-from reprogram.models.device import DEVICE_CHOICES, resolve_device
+from reprogram.models.device import DEVICE_CHOICES, call_model, move_to, resolve_device, seed_everything
 from reprogram.models.fingerprint import weights_fingerprint
 from reprogram.models.frozen import FrozenModel, freeze
 from reprogram.models.loading import load_frozen, prepare_transformers
@@ -20,5 +20,8 @@ __all__ = [
     "write_sidecar",
     "weights_fingerprint",
     "resolve_device",
+    "move_to",
+    "call_model",
+    "seed_everything",
     "DEVICE_CHOICES",
 ]

@@ -48,7 +48,7 @@ def _set_eval(module: nn.Module) -> None:
 
 
 def freeze(module: nn.Module) -> nn.Module:
-    """Put ``module`` in eval mode and turn off ``requires_grad`` on every parameter.
+    """Put ``module`` in eval mode, turn off ``requires_grad`` on every parameter, drop stale ``.grad``.
 
     Returns the same module, changed in place. Works on TorchScript modules and on the
     modules of exported programs, whose ``eval()`` raises (their mode is already fixed).
@@ -56,6 +56,7 @@ def freeze(module: nn.Module) -> nn.Module:
     _set_eval(module)
     for p in module.parameters():
         p.requires_grad_(False)
+        p.grad = None  # gradients left from training mean nothing for a frozen model
     return module
 
 

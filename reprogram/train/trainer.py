@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from reprogram.errors import InputError, NotFittedError, ReprogramError
-from reprogram.models.device import resolve_device
+from reprogram.models.device import call_model, move_to, resolve_device, seed_everything
 from reprogram.train.objective import CrossEntropy, Objective
 
 __all__ = ["Trainer", "TrainingDiverged", "monitor_mode", "save_frozen", "dataset_meta"]
@@ -65,25 +64,6 @@ def _with_index(collate: Callable | None) -> Callable:
         return x, y, g, torch.as_tensor([b[3] for b in batch], dtype=torch.long)
 
     return collate_fn
-
-
-def _to(x: Any, device: torch.device) -> Any:
-    if isinstance(x, dict):
-        return {k: _to(v, device) for k, v in x.items()}
-    return x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x
-
-
-def _logits(model: nn.Module, x: Any) -> torch.Tensor:
-    out = model(**x) if isinstance(x, dict) else model(x)
-    return out.logits if hasattr(out, "logits") else out
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, numpy and torch; return a generator for the data order."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 class Trainer:
@@ -188,7 +168,7 @@ class Trainer:
                 raise InputError(f"{type(obj).__name__} needs a model split into features and head (see train.models)")
             rep = self.model.features(x)
             return obj(self.model.head(rep), y, g, index=idx, representation=rep)
-        return obj(_logits(self.model, x), y, g, index=idx)
+        return obj(call_model(self.model, x), y, g, index=idx)
 
     def fit(self, train: Dataset, val: Dataset | None = None) -> Trainer:
         """Train on ``train``; validate (and early-stop) on ``val`` when given."""
@@ -216,7 +196,7 @@ class Trainer:
                 self.objective.train()
                 total, rows = 0.0, 0
                 for b, (x, y, g, idx) in enumerate(loader):
-                    x, y, g, idx = _to(x, self.device), y.to(self.device), g.to(self.device), idx.to(self.device)
+                    x, y, g, idx = move_to(x, self.device), y.to(self.device), g.to(self.device), idx.to(self.device)
                     self.objective.set_progress((epoch + b / n_batches) / self.epochs)
                     loss = self._step_loss(x, y, g, idx)
                     if not torch.isfinite(loss):
@@ -270,21 +250,14 @@ class Trainer:
         self.model.to(self.device).eval()
         collate = _with_index(self.collate_fn)
         loader = DataLoader(_Indexed(ds), batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate)
-        out = [torch.softmax(_logits(self.model, _to(x, self.device)).float(), dim=1).cpu() for x, *_ in loader]
+        out = [torch.softmax(call_model(self.model, move_to(x, self.device)).float(), dim=1).cpu() for x, *_ in loader]
         return torch.cat(out).double().numpy()
 
     def evaluate(self, ds: Dataset, **report_kw):
         """The :class:`~reprogram.metrics.FairnessReport` of the model on ``ds``."""
-        from reprogram.metrics import fairness_report
+        from reprogram.metrics import dataset_report
 
-        proba = self.predict_proba(ds)
-        classes = np.asarray(ds.classes, dtype=object)
-        names = np.asarray(ds.group_names, dtype=object)
-        score = proba[:, 1] if proba.shape[1] == 2 else proba
-        return fairness_report(
-            classes[ds.labels], classes[proba.argmax(1)], score, {"group": names[ds.group_ids]},
-            classes=list(ds.classes), **report_kw,
-        )
+        return dataset_report(ds, self.predict_proba(ds), **report_kw)
 
     def save(self, path: str | Path, dataset: Dataset, *, arch: str | None = None, extra: dict | None = None) -> Path:
         """Save the model as the frozen model other commands take (see :func:`save_frozen`)."""
@@ -323,7 +296,7 @@ def save_frozen(model: nn.Module, path: str | Path, dataset: Dataset, *, arch: s
     x = _with_index(collate_fn)([(*dataset[i], i) for i in range(min(2, len(dataset)))])[0]
     cpu_model = copy.deepcopy(model).cpu()
     with torch.no_grad():
-        traced = torch.jit.trace(cpu_model, _to(x, torch.device("cpu")))
+        traced = torch.jit.trace(cpu_model, move_to(x, torch.device("cpu")))
     with atomic_path(path) as tmp:
         torch.jit.save(traced, str(tmp))
     write_sidecar(path, meta)

@@ -1,0 +1,297 @@
+"""Learning a fairness trigger: the min-max game of Fairness Reprogramming (Zhang et al., 2022).
+
+    min over trigger θ   E[CE(y, f(m_θ(x)))]  +  λ · max over discriminator d  E[−CE(z, d(f(m_θ(x)) [, y]))]
+
+f is the frozen model, m_θ the trigger, z the group. Each batch runs the frozen model once
+on the triggered inputs, then:
+
+1. ``disc_steps`` updates of the discriminator on the (detached) outputs: it learns to
+   recover the group (from the output for "dp", from output and label for "eo");
+2. one update of the trigger. ``rule="minmax"`` descends ``CE_task − λ · CE_adv``;
+   ``rule="projection"`` (Zhang, Lemoine & Mitchell 2018, as in the paper's code) takes the
+   task gradient, removes its component along the adversary's gradient (so the task step
+   never helps the adversary), then subtracts λ times the adversary's gradient.
+
+The frozen model's weights never take a gradient (``requires_grad=False`` everywhere):
+the backward pass reaches the trigger's parameters through the model's activations only.
+
+After each epoch the trigger is scored on the validation split; the epoch kept is the
+one with the lowest fairness gap (DP difference for "dp", equalized-odds difference for
+"eo") among the epochs whose validation accuracy is within ``tolerance`` of the model
+without a trigger, or, when none is, the most accurate epoch. With ``checkpoint_dir``
+every epoch is saved (safetensors: trigger, discriminator, optimizers, RNG state) and
+``resume=True`` continues from the last one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from reprogram.errors import ArtifactError, GroupError, InputError
+from reprogram.models.device import call_model, move_to, resolve_device, seed_everything
+from reprogram.triggers.discriminator import CRITERIA, Discriminator
+
+__all__ = ["TriggerFitter", "GAP_METRIC", "RULES"]
+
+RULES = ("minmax", "projection")
+GAP_METRIC = {"dp": "demographic_parity_difference", "eo": "equalized_odds_difference"}
+
+
+def _frozen(model: nn.Module) -> nn.Module:
+    """``model`` as a FrozenModel (eval mode for good, no weight gradients)."""
+    from reprogram.models import FrozenModel
+
+    return model if isinstance(model, FrozenModel) else FrozenModel(model)
+
+
+def _optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    """An optimizer's state as flat named tensors (safetensors) and its param groups (JSON)."""
+    sd = opt.state_dict()
+    tensors = {f"{prefix}.{pid}.{k}": (v if torch.is_tensor(v) else torch.tensor(v))
+               for pid, st in sd["state"].items() for k, v in st.items()}
+    return tensors, sd["param_groups"]
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict, groups: list) -> None:
+    state: dict[int, dict] = {}
+    for key, t in tensors.items():
+        if key.startswith(prefix + "."):
+            _, pid, k = key.split(".", 2)
+            state.setdefault(int(pid), {})[k] = t
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+class TriggerFitter:
+    """Fit ``trigger`` on the frozen ``model`` for ``criterion`` ("dp" or "eo") with strength ``lam``.
+
+    Parameters
+    ----------
+    rule : "minmax" or "projection" (see the module docstring).
+    disc_steps : discriminator updates per trigger update.
+    epochs, batch_size : the usual; ``lr`` the trigger's Adam rate, ``disc_lr`` the
+        discriminator's; ``disc_hidden`` its hidden widths.
+    tolerance : accuracy drop (vs. the model without trigger, on validation) within
+        which the fairest epoch is kept.
+    device, seed : where to run; seeds Python, numpy, torch and the data order.
+    checkpoint_dir, resume : save every epoch there; continue from it.
+    collate_fn : how to batch ``(x, y, group)`` items (a tokenizer collate for text).
+    progress : a rich progress bar showing validation accuracy and gap.
+
+    After ``fit``: ``trigger`` (the best epoch's), ``discriminator_``, ``history_`` (one
+    dict per epoch), ``best_epoch_``, ``base_report_`` (validation, no trigger).
+    """
+
+    def __init__(self, model: nn.Module, trigger: nn.Module, criterion: str = "dp", lam: float = 1.0, *,
+                 rule: str = "minmax", disc_steps: int = 1, epochs: int = 10, batch_size: int = 128,
+                 lr: float = 1e-2, disc_lr: float = 1e-3, disc_hidden=(64, 64), tolerance: float = 0.02,
+                 device: str | torch.device = "auto", seed: int = 0, checkpoint_dir: str | Path | None = None,
+                 resume: bool = False, collate_fn: Callable | None = None, progress: bool = True,
+                 eval_batch_size: int = 512):
+        if criterion not in CRITERIA:
+            raise InputError(f"criterion must be 'dp' or 'eo', got {criterion!r}")
+        if rule not in RULES:
+            raise InputError(f"rule must be 'minmax' or 'projection', got {rule!r}")
+        if not lam >= 0:
+            raise InputError(f"lambda must be >= 0, got {lam}")
+        if epochs < 1 or batch_size < 1 or disc_steps < 0 or lr <= 0 or disc_lr <= 0:
+            raise InputError("epochs and batch_size must be >= 1, disc_steps >= 0, learning rates > 0")
+        if not any(p.requires_grad for p in trigger.parameters()):
+            raise InputError(f"{type(trigger).__name__} has no learnable parameters")
+        self.model = _frozen(model)
+        self.trigger = trigger
+        kind = getattr(trigger, "kind", None)
+        if kind is not None and kind != self.model.input_kind:
+            raise InputError(f"a {kind} trigger ({type(trigger).__name__}) cannot go on a model that reads "
+                             f"{self.model.input_kind}")
+        self.criterion, self.lam, self.rule, self.disc_steps = criterion, float(lam), rule, int(disc_steps)
+        self.epochs, self.batch_size, self.lr, self.disc_lr = int(epochs), int(batch_size), float(lr), float(disc_lr)
+        self.disc_hidden, self.tolerance = tuple(disc_hidden), float(tolerance)
+        self.device = resolve_device(device)
+        self.seed = int(seed)
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.resume = bool(resume)
+        self.collate_fn = collate_fn or default_collate
+        self.progress, self.eval_batch_size = progress, int(eval_batch_size)
+
+    # -- one batch --------------------------------------------------------------------
+
+    def _trigger_step(self, x, y, g, t_opt, d_opt) -> tuple[float, float]:
+        logits = call_model(self.model, self.trigger(x))
+        disc = self.discriminator_
+        for _ in range(self.disc_steps):
+            d_loss = F.cross_entropy(disc(logits.detach(), y), g)
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+        task = F.cross_entropy(logits, y)
+        adv = F.cross_entropy(disc(logits, y), g)
+        params = [p for p in self.trigger.parameters() if p.requires_grad]
+        if self.rule == "minmax":
+            grads = torch.autograd.grad(task - self.lam * adv, params)
+        else:
+            g_task = torch.autograd.grad(task, params, retain_graph=True)
+            g_adv = torch.autograd.grad(adv, params)
+            flat_a = torch.cat([a.flatten() for a in g_adv])
+            unit = flat_a / (flat_a.norm() + 1e-12)
+            along = torch.dot(torch.cat([t.flatten() for t in g_task]), unit)
+            grads, start = [], 0
+            for t, a in zip(g_task, g_adv):
+                u = unit[start : start + a.numel()].view_as(a)
+                start += a.numel()
+                grads.append(t - along * u - self.lam * a)
+        for p, gr in zip(params, grads):
+            p.grad = gr
+        t_opt.step()
+        return float(task.detach()), float(adv.detach())
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def _check_data(self, ds: Dataset, what: str) -> None:
+        if len(ds) == 0:
+            raise InputError(f"the {what} set is empty")
+        ids = np.asarray(getattr(ds, "group_ids", []))
+        if ids.size and len(np.unique(ids)) < 2:
+            names = getattr(ds, "group_names", ["?"])
+            raise GroupError(f"the {what} set has one group ({names[int(ids[0])]}); a fairness trigger needs at least two")
+
+    def fit(self, tune: Dataset, val: Dataset | None = None) -> TriggerFitter:
+        """Learn the trigger on ``tune`` (data the model was not trained on); pick the epoch on ``val``."""
+        self._check_data(tune, "tuning")
+        if val is not None:
+            self._check_data(val, "validation")
+        n_classes = len(tune.classes)
+        n_groups = len(tune.group_names)
+        seed_everything(self.seed)
+        self.model.to(self.device)
+        self.trigger.to(self.device)
+        self.discriminator_ = Discriminator(n_classes, n_groups, criterion=self.criterion,
+                                            hidden=self.disc_hidden).to(self.device)
+        t_opt = torch.optim.Adam([p for p in self.trigger.parameters() if p.requires_grad], lr=self.lr)
+        d_opt = torch.optim.Adam(self.discriminator_.parameters(), lr=self.disc_lr)
+        self.history_: list[dict] = []
+        self.best_epoch_, best_state, start = None, None, 0
+        self.base_report_ = self.evaluate(val, triggered=False) if val is not None else None
+        if self.resume and self.checkpoint_dir is not None and (self.checkpoint_dir / "meta.json").is_file():
+            start, best_state = self._load_checkpoint(t_opt, d_opt)
+        gap_key = GAP_METRIC[self.criterion]
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[status]}"))  # fmt: skip
+        n_batches = math.ceil(len(tune) / self.batch_size)
+        with Progress(*columns, transient=True, disable=not self.progress) as bar:
+            task_id = bar.add_task("fitting trigger", total=self.epochs * n_batches, completed=start * n_batches,
+                                   status="")
+            for epoch in range(start, self.epochs):
+                gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)  # same order after --resume
+                loader = DataLoader(tune, batch_size=self.batch_size, shuffle=True, generator=gen,
+                                    collate_fn=self.collate_fn)
+                self.trigger.train()
+                self.discriminator_.train()
+                sums, rows = np.zeros(2), 0
+                for x, y, g in loader:
+                    x, y, g = move_to(x, self.device), y.to(self.device), g.to(self.device)
+                    task, adv = self._trigger_step(x, y, g, t_opt, d_opt)
+                    sums += np.array([task, adv]) * len(y)
+                    rows += len(y)
+                    bar.update(task_id, advance=1)
+                record: dict[str, Any] = {"epoch": epoch + 1, "task_loss": sums[0] / rows, "adversary_loss": sums[1] / rows}
+                if val is not None:
+                    overall = self.evaluate(val).overall
+                    record.update({f"val_{k}": v for k, v in overall.items()})
+                    bar.update(task_id, status=f"epoch {epoch + 1}: acc {overall['accuracy']:.3f}, "
+                                               f"{self.criterion} gap {overall[gap_key]:.3f}")
+                self.history_.append(record)
+                if self._is_best(record):
+                    self.best_epoch_ = epoch + 1
+                    best_state = {k: v.detach().clone() for k, v in self.trigger.state_dict().items()}
+                if self.checkpoint_dir is not None:
+                    self._save_checkpoint(epoch + 1, best_state, t_opt, d_opt)
+        if best_state is not None:
+            self.trigger.load_state_dict(best_state)
+        self.trigger.eval()
+        return self
+
+    def _is_best(self, record: dict) -> bool:
+        """The selection rule (module docstring), comparing ``record`` with the best so far."""
+        if "val_accuracy" not in record:
+            return True  # no validation: the last epoch
+        best = None if self.best_epoch_ is None else self.history_[self.best_epoch_ - 1]
+        floor = self.base_report_.overall["accuracy"] - self.tolerance
+        key = f"val_{GAP_METRIC[self.criterion]}"
+
+        def rank(r):  # qualifying epochs first, then by gap; the others by accuracy
+            ok = r["val_accuracy"] >= floor
+            return (0, r[key]) if ok else (1, -r["val_accuracy"])
+
+        return best is None or rank(record) < rank(best)
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    def _save_checkpoint(self, epoch: int, best_state, t_opt, d_opt) -> None:
+        from reprogram.artifacts import write_artifact
+
+        tensors = {f"trigger.{k}": v for k, v in self.trigger.state_dict().items()}
+        tensors.update({f"disc.{k}": v for k, v in self.discriminator_.state_dict().items()})
+        if best_state is not None:
+            tensors.update({f"best.{k}": v for k, v in best_state.items()})
+        t_state, t_groups = _optimizer_tensors("opt_trigger", t_opt)
+        d_state, d_groups = _optimizer_tensors("opt_disc", d_opt)
+        tensors.update({**t_state, **d_state, "rng.torch": torch.get_rng_state()})
+        meta = {"epoch": epoch, "best_epoch": self.best_epoch_, "history": self.history_,
+                "trigger": type(self.trigger).__name__, "criterion": self.criterion, "lambda": self.lam,
+                "model_fingerprint": self.model.fingerprint, "optimizer_groups": {"trigger": t_groups, "disc": d_groups}}
+        write_artifact(self.checkpoint_dir, "checkpoint", tensors, meta)
+
+    def _load_checkpoint(self, t_opt, d_opt):
+        from reprogram.artifacts import read_artifact
+
+        tensors, meta = read_artifact(self.checkpoint_dir, "checkpoint")
+        if meta.get("trigger") != type(self.trigger).__name__ or meta.get("criterion") != self.criterion:
+            raise ArtifactError(f"the checkpoint in {self.checkpoint_dir} is for a {meta.get('trigger')} "
+                                f"({meta.get('criterion')}), not this {type(self.trigger).__name__} ({self.criterion})")
+        if meta.get("model_fingerprint") != self.model.fingerprint:
+            raise ArtifactError(f"the checkpoint in {self.checkpoint_dir} was made with another model; "
+                                "resume with the same model or start afresh")
+
+        def part(prefix):
+            return {k[len(prefix) + 1 :]: v.to(self.device) for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+        self.trigger.load_state_dict(part("trigger"))
+        self.discriminator_.load_state_dict(part("disc"))
+        _load_optimizer(t_opt, "opt_trigger", tensors, meta["optimizer_groups"]["trigger"])
+        _load_optimizer(d_opt, "opt_disc", tensors, meta["optimizer_groups"]["disc"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.history_ = list(meta["history"])
+        self.best_epoch_ = meta.get("best_epoch")
+        best = part("best")
+        return int(meta["epoch"]), (best or None)
+
+    # -- using the trigger ------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_proba(self, ds: Dataset, *, triggered: bool = True) -> np.ndarray:
+        """Class probabilities of the model on ``ds``, with or without the trigger (as it is now:
+        fitted, loaded with :func:`~reprogram.triggers.load_trigger`, or fresh)."""
+        self.model.to(self.device)
+        self.trigger.to(self.device).eval()
+        loader = DataLoader(ds, batch_size=self.eval_batch_size, shuffle=False, collate_fn=self.collate_fn)
+        out = []
+        for x, *_ in loader:
+            x = move_to(x, self.device)
+            out.append(torch.softmax(call_model(self.model, self.trigger(x) if triggered else x).float(), 1).cpu())
+        return torch.cat(out).double().numpy()
+
+    def evaluate(self, ds: Dataset, *, triggered: bool = True, **report_kw):
+        """The :class:`~reprogram.metrics.FairnessReport` on ``ds``, with or without the trigger."""
+        from reprogram.metrics import dataset_report
+
+        return dataset_report(ds, self.predict_proba(ds, triggered=triggered), **report_kw)
