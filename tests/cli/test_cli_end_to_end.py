@@ -21,18 +21,35 @@ def _reprogram(*args, cwd=None):
 
 @pytest.mark.slow
 def test_demo_runs_and_every_artifact_it_announces_loads(tmp_path):
+    from reprogram.triggers import load_trigger
+
     proc = _reprogram("demo", "--out", "out", "--device", "cpu", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "fairness audit" in proc.stdout and "equalized_odds_difference" in proc.stdout
+    assert "model vs model + trigger" in proc.stdout and "fingerprint unchanged" in proc.stdout
     artifacts = json.loads((tmp_path / "out" / "artifacts.json").read_text())
     model = load_frozen(tmp_path / artifacts["model"])
     assert model.input_kind == "image" and model.classes == ["0-4", "5-9"]
-    preds = pd.read_csv(tmp_path / artifacts["predictions"])
-    report = json.loads((tmp_path / artifacts["report"]).read_text())
-    again = fairness_report(preds["label"], preds["pred"], preds["score"], preds[["group"]], pos_label="5-9")
-    assert report == json.loads(again.to_json())
-    # the shortcut the demo is about: the tint drives the predictions on unbiased test data
-    assert report["overall"]["demographic_parity_difference"] > 0.3
+    trigger, meta = load_trigger(tmp_path / artifacts["trigger"], model)  # no warning: same fingerprint
+    assert meta["trigger"] == "BorderTrigger" and meta["criterion"] == "eo"
+    reports = {}
+    for name in ("base", "triggered"):
+        preds = pd.read_csv(tmp_path / artifacts[f"predictions_{name}"])
+        reports[name] = json.loads((tmp_path / artifacts[f"report_{name}"]).read_text())
+        again = fairness_report(preds["label"], preds["pred"], preds["score"], preds[["group"]], pos_label="5-9")
+        assert reports[name] == json.loads(again.to_json())
+    base, after = reports["base"]["overall"], reports["triggered"]["overall"]
+    # the shortcut the demo is about, and the trigger's fix: issue 4's target on this example
+    assert base["equalized_odds_difference"] > 0.2
+    assert after["equalized_odds_difference"] <= 0.4 * base["equalized_odds_difference"]
+    assert after["accuracy"] >= base["accuracy"] - 0.03
+    # the command the demo prints gives the same figures from the PNG table
+    line = next(ln for ln in proc.stdout.splitlines() if "reprogram evaluate" in ln)
+    args = line.split("reprogram evaluate", 1)[1].split() + ["--json", "eval.json", "--device", "cpu"]
+    ev = _reprogram("evaluate", *args, cwd=tmp_path)
+    assert ev.returncode == 0, ev.stderr
+    both = json.loads((tmp_path / "eval.json").read_text())
+    assert both["triggered"]["overall"]["accuracy"] == pytest.approx(after["accuracy"], abs=1e-12)
+    assert both["base"]["overall"]["equalized_odds_difference"] == pytest.approx(base["equalized_odds_difference"])
 
 
 @pytest.mark.slow
