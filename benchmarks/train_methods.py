@@ -37,9 +37,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from reprogram.data import load_dataset, load_real_dataset, split_frame
 from reprogram.train import Trainer, make_method, mlp
 from reprogram.train.pareto import pareto_sweep
+
+from bench_data import ffb_splits  # noqa: E402  (benchmarks/ is the script's folder)
 
 console = Console(highlight=False, width=170)
 
@@ -50,9 +51,6 @@ FFB_ERM = {
     ("compas", "race"): {"acc": (67.13, None), "dp": (16.83, None), "eodd_sum": (29.03, None)},
     ("compas", "sex"): {"acc": (67.07, None), "dp": (13.43, None)},
 }
-
-# Binary sensitive attributes, as FFB uses them: the privileged value against the rest.
-BINARY = {("adult", "race"): "White", ("compas", "race"): "Caucasian"}
 
 # method label -> (registry name, fixed options, sweep values of its main knob)
 SWEEPS = {
@@ -70,20 +68,6 @@ SWEEPS = {
 METHOD_SETTINGS = [("adult", "sex"), ("compas", "race"), ("german", "sex")]
 ERM_ONLY_SETTINGS = [("adult", "race"), ("compas", "sex")]
 LOSS_BASED = ("fas (seed)", "fas (softmax)", "regularizer", "lagrangian", "reweight", "groupdro")
-
-
-def ffb_splits(name: str, attribute: str, seed: int):
-    """Train / val / test datasets of one (dataset, attribute), FFB's 40/30/30 split."""
-    d = load_real_dataset(name)
-    frame = d.frame.copy()
-    if (name, attribute) in BINARY:
-        keep = BINARY[(name, attribute)]
-        frame[attribute] = np.where(frame[attribute] == keep, keep, f"non-{keep}")
-    parts = split_frame(frame, (0.4, 0.3, 0.3), stratify=[d.label], seed=seed)
-    train = load_dataset(parts[0], label=d.label, sensitive=attribute, features=d.features)
-    reuse = dict(label=d.label, sensitive=attribute, feature_encoder=train.feature_encoder,
-                 label_classes=train.label_encoder, group_encoder=train.groups)
-    return train, load_dataset(parts[1], **reuse), load_dataset(parts[2], **reuse)
 
 
 def ffb_figures(overall: dict) -> dict:

@@ -1,0 +1,204 @@
+"""Do fairness triggers work? Same frozen models, same test splits, one run.
+
+1. Spurious digits (the demo's problem): an ERM CNN per seed, trained on the biased
+   split; border (overlay, 2 px), patch (4 px) and additive (ε = 8/255) triggers for
+   equalized odds, tuned on the validation split (data the model never saw), scored on
+   test. Target (border): EO gap -60 % or more at <= 3 points accuracy loss.
+2. Transfer: the border trigger fitted on the seed-s model, evaluated on the seed-(s+1)
+   model (same data, another ERM run). Target: it keeps at least half of its gap cut.
+3. Adult (sex) and COMPAS (race): an ERM MLP 512-256-64 trained as in
+   ``benchmarks/train_methods.py`` (FFB's 40/30/30 split: train / tune / test), feature
+   trigger with criterion dp (DP gap) and eo (EO gap), λ swept, λ picked on the tuning
+   split. Target: gap -50 % at <= 2 points accuracy loss; the in-processing methods'
+   best points (``train_methods.json``, when present) are shown beside.
+
+Gaps are the textbook ones (|ΔP(ŷ=1)|; max of |ΔTPR|, |ΔFPR|). The paper's plots use the
+mean absolute deviation from the overall rate (half the gap for two groups; EO as the
+mean of the FPR and FNR deviations): printed too, as "MAD".
+
+    python benchmarks/trigger_quality.py [--seeds 3] [--quick] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from bench_data import ffb_splits  # noqa: E402  (benchmarks/ is the script's folder)
+from reprogram.data import spurious_digits
+from reprogram.models import FrozenModel
+from reprogram.train import Trainer, mlp, small_cnn
+from reprogram.triggers import GAP_METRIC, TriggerFitter, make_trigger
+
+console = Console(highlight=False, width=170)
+
+
+def mad(report) -> dict:
+    """The paper's figures: mean absolute deviation of the groups' rates from the overall rate."""
+    bg = report.by_group
+    n = bg["count"].to_numpy(float)
+    pos = bg["base_rate"].to_numpy(float) * n
+    neg = n - pos
+    sel = bg["selection_rate"].to_numpy(float)
+    tpr, fpr = bg["tpr"].to_numpy(float), bg["fpr"].to_numpy(float)
+    overall_sel = (sel * n).sum() / n.sum()
+    overall_tpr, overall_fpr = (tpr * pos).sum() / pos.sum(), (fpr * neg).sum() / neg.sum()
+    dp = np.abs(sel - overall_sel).mean()
+    eo = 0.5 * (np.abs(fpr - overall_fpr).mean() + np.abs((1 - tpr) - (1 - overall_tpr)).mean())
+    return {"dp_mad": float(dp), "eo_mad": float(eo)}
+
+
+def figures(report) -> dict:
+    o = report.overall
+    return {"accuracy": o["accuracy"], "dp": o["demographic_parity_difference"], "eo": o["equalized_odds_difference"],
+            **mad(report)}
+
+
+def digits_part(seeds, epochs):
+    """Sections 1 and 2: triggers on ERM CNNs of spurious digits, and transfer between seeds."""
+    train, val, test = (spurious_digits(s) for s in ("train", "val", "test"))
+    models = {}
+    for s in [*seeds, seeds[-1] + 1]:
+        torch.manual_seed(s)
+        t = Trainer(small_cnn(2, width=16), epochs=15, batch_size=64, lr=3e-3, seed=s, progress=False).fit(train)
+        models[s] = FrozenModel(t.model, input_kind="image")
+    configs = {"border (overlay, 2 px)": ("border", 2, "overlay"), "patch (4 px)": ("patch", 4, None),
+               "additive (8/255)": ("additive", 8 / 255, None)}
+    rows, transfer = [], []
+    for s in seeds:
+        model = models[s]
+        for label, (name, size, mode) in configs.items():
+            trig = make_trigger(name, model, val, size=size, mode=mode, seed=s)
+            f = TriggerFitter(model, trig, "eo", 1.0, epochs=epochs, batch_size=64, lr=0.05, seed=s, progress=False)
+            f.fit(val, val)
+            base, after = figures(f.evaluate(test, triggered=False)), figures(f.evaluate(test))
+            rows.append({"seed": s, "trigger": label, "base": base, "triggered": after})
+            if name == "border":  # section 2: the same trigger on the next seed's model
+                other = TriggerFitter(models[s + 1], f.trigger, "eo", progress=False)
+                ob, oa = figures(other.evaluate(test, triggered=False)), figures(other.evaluate(test))
+                transfer.append({"fitted_on": s, "applied_to": s + 1, "own_cut": 1 - after["eo"] / base["eo"],
+                                 "transfer_cut": 1 - oa["eo"] / ob["eo"], "base": ob, "triggered": oa})
+        console.print(f"  digits seed {s} done")
+    return rows, transfer
+
+
+def tabular_part(settings, seeds, lambdas, epochs):
+    """Section 3: feature triggers on ERM MLPs of Adult and COMPAS."""
+    rows = []
+    for name, attr in settings:
+        for s in seeds:
+            train, tune, test = ffb_splits(name, attr, s)
+            torch.manual_seed(s)
+            t = Trainer(mlp(train.n_features, 2), epochs=20, batch_size=256, lr=1e-2, schedule="step", step_size=6,
+                        seed=s, progress=False).fit(train)
+            model = FrozenModel(t.model, input_kind="tabular")
+            for crit in ("dp", "eo"):
+                for lam in lambdas:
+                    trig = make_trigger("feature", model, tune)
+                    f = TriggerFitter(model, trig, crit, lam, epochs=epochs, batch_size=256, lr=0.05, seed=s,
+                                      progress=False)
+                    f.fit(tune, tune)
+                    rows.append({"setting": f"{name}/{attr}", "seed": s, "criterion": crit, "lambda": lam,
+                                 "tune": figures(f.evaluate(tune)), "tune_base": figures(f.base_report_),
+                                 "base": figures(f.evaluate(test, triggered=False)), "triggered": figures(f.evaluate(test))})
+            console.print(f"  {name}/{attr} seed {s} done")
+    return rows
+
+
+def _ms(vals):
+    a = np.asarray(vals, float)
+    return f"{a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0:.3f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 seed, few epochs, COMPAS only")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "trigger_quality.json")
+    args = ap.parse_args()
+    seeds = list(range(1 if args.quick else args.seeds))
+    t0 = time.perf_counter()
+    digit_rows, transfer = digits_part(seeds, 3 if args.quick else 20)
+
+    t = Table(title=f"Spurious digits, ERM CNN, criterion eo: test figures, mean ± std over {len(seeds)} seeds")
+    for col in ("trigger", "acc base", "acc +trigger", "EO base", "EO +trigger", "EO cut", "EO MAD base",
+                "EO MAD +trig", "target (-60 %, <= 3 pt)"):
+        t.add_column(col, justify="right")
+    summary = {}
+    for label in dict.fromkeys(r["trigger"] for r in digit_rows):
+        rs = [r for r in digit_rows if r["trigger"] == label]
+        cut = 1 - np.mean([r["triggered"]["eo"] for r in rs]) / np.mean([r["base"]["eo"] for r in rs])
+        loss = np.mean([r["base"]["accuracy"] - r["triggered"]["accuracy"] for r in rs])
+        summary[label] = {"eo_cut": float(cut), "accuracy_loss": float(loss)}
+        t.add_row(label, _ms([r["base"]["accuracy"] for r in rs]), _ms([r["triggered"]["accuracy"] for r in rs]),
+                  _ms([r["base"]["eo"] for r in rs]), _ms([r["triggered"]["eo"] for r in rs]), f"{cut:.0%}",
+                  _ms([r["base"]["eo_mad"] for r in rs]), _ms([r["triggered"]["eo_mad"] for r in rs]),
+                  "yes" if cut >= 0.6 and loss <= 0.03 else "NO")
+    console.print(t)
+    t = Table(title="Transfer: border trigger fitted on one ERM model, applied to another (next seed)")
+    for col in ("fitted on", "applied to", "own EO cut", "transferred EO cut", "kept", "target (>= half)"):
+        t.add_column(col, justify="right")
+    for r in transfer:
+        kept = r["transfer_cut"] / r["own_cut"] if r["own_cut"] > 0 else float("nan")
+        t.add_row(str(r["fitted_on"]), str(r["applied_to"]), f"{r['own_cut']:.0%}", f"{r['transfer_cut']:.0%}",
+                  f"{kept:.0%}", "yes" if kept >= 0.5 else "NO")
+    console.print(t)
+
+    settings = [("compas", "race")] if args.quick else [("adult", "sex"), ("compas", "race")]
+    lambdas = [1.0] if args.quick else [1.0, 5.0, 20.0]
+    tab_rows = tabular_part(settings, seeds, lambdas, 3 if args.quick else 20)
+    t = Table(title="Adult / COMPAS, ERM MLP, feature trigger: λ picked on the tuning split, test figures")
+    for col in ("setting", "criterion", "λ", "acc base", "acc +trigger", "gap base", "gap +trigger", "gap cut",
+                "target (-50 %, <= 2 pt)"):
+        t.add_column(col, justify="right")
+    best_rows = []
+    for setting in dict.fromkeys(r["setting"] for r in tab_rows):
+        for crit in ("dp", "eo"):
+            rs = [r for r in tab_rows if r["setting"] == setting and r["criterion"] == crit]
+            by_lam = {lam: [r for r in rs if r["lambda"] == lam] for lam in dict.fromkeys(r["lambda"] for r in rs)}
+
+            def tune_score(group):  # the selection rule on the tuning split: smallest gap within 2 points
+                acc_loss = np.mean([r["tune_base"]["accuracy"] - r["tune"]["accuracy"] for r in group])
+                return (acc_loss > 0.02, np.mean([r["tune"][crit] for r in group]))
+
+            lam = min(by_lam, key=lambda k: tune_score(by_lam[k]))
+            chosen = by_lam[lam]
+            base_gap = np.mean([r["base"][crit] for r in chosen])
+            cut = 1 - np.mean([r["triggered"][crit] for r in chosen]) / base_gap
+            loss = np.mean([r["base"]["accuracy"] - r["triggered"]["accuracy"] for r in chosen])
+            best_rows.append({"setting": setting, "criterion": crit, "lambda": lam, "gap_cut": float(cut),
+                              "accuracy_loss": float(loss)})
+            t.add_row(setting, crit, f"{lam:g}", _ms([r["base"]["accuracy"] for r in chosen]),
+                      _ms([r["triggered"]["accuracy"] for r in chosen]), _ms([r["base"][crit] for r in chosen]),
+                      _ms([r["triggered"][crit] for r in chosen]), f"{cut:.0%}",
+                      "yes" if cut >= 0.5 and loss <= 0.02 else "NO")
+    console.print(t)
+    inproc = Path(__file__).parent / "results" / "train_methods.json"
+    if inproc.is_file():
+        best = json.loads(inproc.read_text()).get("best", [])
+        t = Table(title="In-processing methods beside (train_methods.json: best point per method, test, x100)")
+        for col in ("setting", "method", "acc", "DP", "EO (max)"):
+            t.add_column(col, justify="right")
+        for b in best:
+            if b["setting"] in {s for s, _ in [(f"{n}/{a}", 0) for n, a in settings]}:
+                t.add_row(b["setting"], b["method"], f"{b['test_acc'][0]:.2f}", f"{b['test_dp'][0]:.2f}",
+                          f"{b['test_eo_max'][0]:.2f}")
+        console.print(t)
+    result = {"machine": {"platform": platform.platform(), "torch": torch.__version__}, "seeds": seeds,
+              "digits": {"rows": digit_rows, "summary": summary}, "transfer": transfer,
+              "tabular": {"rows": tab_rows, "chosen": best_rows}, "seconds": time.perf_counter() - t0}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"wrote {args.out} ({result['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
