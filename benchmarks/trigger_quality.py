@@ -36,7 +36,7 @@ from bench_data import ffb_splits  # noqa: E402  (benchmarks/ is the script's fo
 from reprogram.data import spurious_digits
 from reprogram.models import FrozenModel
 from reprogram.train import Trainer, mlp, small_cnn
-from reprogram.triggers import GAP_METRIC, TriggerFitter, make_trigger
+from reprogram.triggers import TriggerFitter, make_trigger
 
 console = Console(highlight=False, width=170)
 
@@ -113,6 +113,41 @@ def tabular_part(settings, seeds, lambdas, epochs):
     return rows
 
 
+def text_part(seeds, epochs, n_tokens=5):
+    """Section 4: prompt triggers (three modes) on a frozen MiniLM with a trained head."""
+    import tempfile
+
+    from bench_data import identity_toxicity, minilm_dir
+    from reprogram.data import load_dataset, tokenize_collate
+    from reprogram.models import load_frozen, prepare_transformers
+    from reprogram.train import hf_classifier, save_frozen
+
+    rows = []
+    for s in seeds:
+        train_df = identity_toxicity(1500, bias=0.7, flip=0.35, seed=100 + s)
+        tune_df, test_df = identity_toxicity(600, seed=200 + s), identity_toxicity(800, seed=300 + s)
+        train = load_dataset(train_df, label="label", sensitive="group", text="text")
+        kw = dict(label="label", sensitive="group", text="text", label_classes=train.label_encoder,
+                  group_encoder=train.groups)
+        tune, test = load_dataset(tune_df, **kw), load_dataset(test_df, **kw)
+        torch.manual_seed(s)
+        clf = hf_classifier(str(minilm_dir()), 2, freeze_encoder=True)
+        tok = prepare_transformers().AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)
+        collate = tokenize_collate(tok, max_length=32)
+        trainer = Trainer(clf, epochs=3, batch_size=32, lr=2e-3, seed=s, collate_fn=collate, progress=False).fit(train)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_frozen(trainer.model, f"{tmp}/clf", train, arch="minilm", collate_fn=collate)
+            model = load_frozen(f"{tmp}/clf")
+            for mode in ("simplex", "hard", "embedding"):
+                trig = make_trigger("prompt", model, tune, size=n_tokens, mode=mode, seed=s)
+                f = TriggerFitter(model, trig, "eo", 1.0, epochs=epochs, batch_size=32, lr=0.1 if mode != "embedding"
+                                  else 0.01, seed=s, collate_fn=collate, progress=False).fit(tune, tune)
+                rows.append({"seed": s, "mode": mode, "words": trig.to_text(model.tokenizer),
+                             "base": figures(f.evaluate(test, triggered=False)), "triggered": figures(f.evaluate(test))})
+        console.print(f"  text seed {s} done")
+    return rows
+
+
 def _ms(vals):
     a = np.asarray(vals, float)
     return f"{a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0:.3f}"
@@ -122,13 +157,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 seed, few epochs, COMPAS only")
+    ap.add_argument("--parts", default="digits,tabular,text", help="comma-separated: digits (1-2), tabular (3), text (4)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "trigger_quality.json")
     args = ap.parse_args()
     seeds = list(range(1 if args.quick else args.seeds))
+    parts = set(args.parts.split(","))
     t0 = time.perf_counter()
-    digit_rows, transfer = digits_part(seeds, 3 if args.quick else 20)
+    result = {"machine": {"platform": platform.platform(), "torch": torch.__version__}, "seeds": seeds}
+    if "digits" in parts:
+        result.update(digits_report(*digits_part(seeds, 3 if args.quick else 20)))
+    if "tabular" in parts:
+        result["tabular"] = tabular_report(args.quick, seeds)
+    if "text" in parts:
+        result["text"] = text_report(text_part(seeds[:1] if args.quick else seeds, 2 if args.quick else 10))
+    result["seconds"] = time.perf_counter() - t0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"wrote {args.out} ({result['seconds']:.0f} s)")
 
-    t = Table(title=f"Spurious digits, ERM CNN, criterion eo: test figures, mean ± std over {len(seeds)} seeds")
+
+def digits_report(digit_rows, transfer) -> dict:
+    n_seeds = len({r["seed"] for r in digit_rows})
+    t = Table(title=f"Spurious digits, ERM CNN, criterion eo: test figures, mean ± std over {n_seeds} seeds")
     for col in ("trigger", "acc base", "acc +trigger", "EO base", "EO +trigger", "EO cut", "EO MAD base",
                 "EO MAD +trig", "target (-60 %, <= 3 pt)"):
         t.add_column(col, justify="right")
@@ -151,10 +201,13 @@ def main() -> None:
         t.add_row(str(r["fitted_on"]), str(r["applied_to"]), f"{r['own_cut']:.0%}", f"{r['transfer_cut']:.0%}",
                   f"{kept:.0%}", "yes" if kept >= 0.5 else "NO")
     console.print(t)
+    return {"digits": {"rows": digit_rows, "summary": summary}, "transfer": transfer}
 
-    settings = [("compas", "race")] if args.quick else [("adult", "sex"), ("compas", "race")]
-    lambdas = [1.0] if args.quick else [1.0, 5.0, 20.0]
-    tab_rows = tabular_part(settings, seeds, lambdas, 3 if args.quick else 20)
+
+def tabular_report(quick: bool, seeds) -> dict:
+    settings = [("compas", "race")] if quick else [("adult", "sex"), ("compas", "race")]
+    lambdas = [1.0] if quick else [1.0, 5.0, 20.0]
+    tab_rows = tabular_part(settings, seeds, lambdas, 3 if quick else 20)
     t = Table(title="Adult / COMPAS, ERM MLP, feature trigger: λ picked on the tuning split, test figures")
     for col in ("setting", "criterion", "λ", "acc base", "acc +trigger", "gap base", "gap +trigger", "gap cut",
                 "target (-50 %, <= 2 pt)"):
@@ -192,12 +245,25 @@ def main() -> None:
                 t.add_row(b["setting"], b["method"], f"{b['test_acc'][0]:.2f}", f"{b['test_dp'][0]:.2f}",
                           f"{b['test_eo_max'][0]:.2f}")
         console.print(t)
-    result = {"machine": {"platform": platform.platform(), "torch": torch.__version__}, "seeds": seeds,
-              "digits": {"rows": digit_rows, "summary": summary}, "transfer": transfer,
-              "tabular": {"rows": tab_rows, "chosen": best_rows}, "seconds": time.perf_counter() - t0}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(f"wrote {args.out} ({result['seconds']:.0f} s)")
+    return {"rows": tab_rows, "chosen": best_rows}
+
+
+def text_report(rows) -> dict:
+    t = Table(title="Text: frozen MiniLM + trained head, identity-term toxicity, prompt trigger (eo), test figures")
+    for col in ("mode", "acc base", "acc +trigger", "EO base", "EO +trigger", "EO cut", "target (-50 %, <= 3 pt)",
+                "trigger words (seed 0)"):
+        t.add_column(col, justify="right")
+    summary = {}
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        rs = [r for r in rows if r["mode"] == mode]
+        cut = 1 - np.mean([r["triggered"]["eo"] for r in rs]) / np.mean([r["base"]["eo"] for r in rs])
+        loss = np.mean([r["base"]["accuracy"] - r["triggered"]["accuracy"] for r in rs])
+        summary[mode] = {"eo_cut": float(cut), "accuracy_loss": float(loss)}
+        t.add_row(mode, _ms([r["base"]["accuracy"] for r in rs]), _ms([r["triggered"]["accuracy"] for r in rs]),
+                  _ms([r["base"]["eo"] for r in rs]), _ms([r["triggered"]["eo"] for r in rs]), f"{cut:.0%}",
+                  "yes" if cut >= 0.5 and loss <= 0.03 else "NO", rs[0]["words"])
+    console.print(t)
+    return {"rows": rows, "summary": summary}
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from reprogram.train.reweighting import (
     HardExampleMining,
     WeightedCrossEntropy,
     affirmative_action_weights,
+    independence_weights,
     inverse_frequency_weights,
 )
 from reprogram.train.sampling import GroupBalancedBatchSampler, GroupResampler, resample_indices
@@ -72,6 +73,7 @@ __all__ = [
     "dataset_meta",
     "grad_reverse",
     "hf_classifier",
+    "independence_weights",
     "inverse_frequency_weights",
     "make_method",
     "mlp",

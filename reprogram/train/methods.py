@@ -54,7 +54,8 @@ def make_method(name: str, train, *, n_classes: int, representation_dim: int | N
     fas: variant ["seed"], c [0.5], ema_alpha [0.9], beta_lr [the Trainer's], temperature
     [1.0] (softmax variant); regularizer: penalty ["dp"], eta [1.0];
     lagrangian: constraint ["dp"], eps [0.02], multiplier_lr [0.5]; adversarial: on
-    ["representation"], strength [1.0], schedule ["dann"]; reweight: by ["group_class"],
+    ["representation"], strength [1.0], schedule ["dann"]; reweight: by ["independence":
+    Kamiran-Calders P(g)P(y)/P(g,y), or "group", "class", "group_class" inverse frequency],
     k [0.0] (affirmative-action boost of the smallest group); resample: to ["mean"],
     by ["group_class"] (equalise the groups within each class, which removes the
     group-label correlation, or ``"group"``: the group counts only); groupdro: step_size
@@ -90,10 +91,17 @@ def make_method(name: str, train, *, n_classes: int, representation_dim: int | N
     if name == "reweight":
         import numpy as np
 
-        from reprogram.train.reweighting import WeightedCrossEntropy, inverse_frequency_weights
+        from reprogram.train.reweighting import (
+            WeightedCrossEntropy,
+            independence_weights,
+            inverse_frequency_weights,
+        )
 
-        o = _take(options, {"by": "group_class", "k": 0.0}, name)
-        w = inverse_frequency_weights(train.group_ids, train.labels, by=o["by"])
+        o = _take(options, {"by": "independence", "k": 0.0}, name)
+        if o["by"] == "independence":
+            w = independence_weights(train.group_ids, train.labels)
+        else:
+            w = inverse_frequency_weights(train.group_ids, train.labels, by=o["by"])
         if o["k"]:  # affirmative action for the smallest group on top
             smallest = int(np.argmin(np.bincount(train.group_ids, minlength=n_groups)))
             w = w * (o["k"] * (train.group_ids == smallest) + 1.0)

@@ -22,6 +22,7 @@ from reprogram.train.objective import Objective, per_sample_ce
 
 __all__ = [
     "inverse_frequency_weights",
+    "independence_weights",
     "affirmative_action_weights",
     "WeightedCrossEntropy",
     "HardExampleMining",
@@ -108,6 +109,27 @@ def inverse_frequency_weights(
     n_c = counts[cell].astype(np.float64)
     # mean over rows of 1/n_c is K/N (each cell contributes n_c * 1/n_c = 1), hence N/(K n_c)
     return len(g) / (len(counts) * n_c) if normalize else 1.0 / n_c
+
+
+def independence_weights(group_ids: Any, labels: Any) -> np.ndarray:
+    """Kamiran & Calders' reweighing (2012; AIF360's ``Reweighing``): ``w_i = P(g) P(y) / P(g, y)``.
+
+    With the empirical frequencies of the row's group g and class y, the weighted data has
+    the group and the label independent (P_w(y | g) = P(y) in every group) while each
+    group's and each class's total weight stays what it was, so the class balance is
+    unchanged, unlike equal (group, class) cells. Mean weight 1. Returns float64.
+    """
+    g = _as_int_array(group_ids, "group_ids")
+    y = _as_int_array(labels, "labels")
+    if len(y) != len(g):
+        raise LengthMismatchError(f"labels has {len(y)} rows but group_ids has {len(g)}")
+    _, gi = np.unique(g, return_inverse=True)
+    _, yi = np.unique(y, return_inverse=True)
+    n = len(g)
+    joint = np.zeros((gi.max() + 1, yi.max() + 1))
+    np.add.at(joint, (gi, yi), 1.0)
+    expected = joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True) / n
+    return (expected / joint)[gi, yi]
 
 
 def affirmative_action_weights(group_ids: Any, subgroups: int | Iterable[int], k: float) -> np.ndarray:

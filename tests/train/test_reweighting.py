@@ -239,3 +239,19 @@ def test_hard_example_mining_bad_settings():
 def test_dataset_like_object_is_read_through_group_ids():
     ds = SimpleNamespace(group_ids=G)
     np.testing.assert_array_equal(inverse_frequency_weights(ds), inverse_frequency_weights(G))
+
+
+def test_independence_weights_by_hand_make_group_and_label_independent():
+    from reprogram.train.reweighting import independence_weights
+
+    g = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    y = np.array([1, 1, 0, 1, 0, 0, 0, 0])
+    w = independence_weights(g, y)
+    # P(g=0)=3/8, P(y=1)=3/8, P(g=0,y=1)=2/8 -> w = (3/8)(3/8)/(2/8) = 9/16
+    assert w[0] == pytest.approx(9 / 16) and w[3] == pytest.approx((5 / 8) * (3 / 8) / (1 / 8))
+    assert w.mean() == pytest.approx(1.0)
+    for grp in (0, 1):  # weighted positive rate is the overall rate in every group
+        m = g == grp
+        assert (w[m] * y[m]).sum() / w[m].sum() == pytest.approx(y.mean())
+    # class and group totals keep their weight
+    assert w[y == 1].sum() == pytest.approx((y == 1).sum()) and w[g == 0].sum() == pytest.approx(3)
