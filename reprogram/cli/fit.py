@@ -158,18 +158,9 @@ def evaluate_command(
 
 
 def _predict(model, trigger, ds, dev) -> np.ndarray:
-    import torch
-    from torch.utils.data import DataLoader, default_collate
+    from reprogram.models import predict_proba
 
-    from reprogram.models import call_model, move_to
-
-    loader = DataLoader(ds, batch_size=256, shuffle=False, collate_fn=_collate(model) or default_collate)
-    out = []
-    with torch.no_grad():
-        for x, *_ in loader:
-            x = move_to(x, dev)
-            out.append(torch.softmax(call_model(model, trigger(x) if trigger is not None else x).double(), 1).cpu())
-    return torch.cat(out).numpy()
+    return predict_proba(model, ds, trigger=trigger, device=dev, collate_fn=_collate(model))
 
 
 @app.command("apply")

@@ -244,14 +244,12 @@ class Trainer:
         if not hasattr(self, "history_"):
             raise NotFittedError("this Trainer has not been fitted: call fit() first")
 
-    @torch.no_grad()
     def predict_proba(self, ds: Dataset) -> np.ndarray:
         """Class probabilities, one row per dataset row, in dataset order."""
-        self.model.to(self.device).eval()
-        collate = _with_index(self.collate_fn)
-        loader = DataLoader(_Indexed(ds), batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate)
-        out = [torch.softmax(call_model(self.model, move_to(x, self.device)).float(), dim=1).cpu() for x, *_ in loader]
-        return torch.cat(out).double().numpy()
+        from reprogram.models import predict_proba
+
+        return predict_proba(self.model, ds, device=self.device, collate_fn=self.collate_fn,
+                             batch_size=self.eval_batch_size)
 
     def evaluate(self, ds: Dataset, **report_kw):
         """The :class:`~reprogram.metrics.FairnessReport` of the model on ``ds``."""

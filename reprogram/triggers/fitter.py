@@ -287,18 +287,13 @@ class TriggerFitter:
 
     # -- using the trigger ------------------------------------------------------------
 
-    @torch.no_grad()
     def predict_proba(self, ds: Dataset, *, triggered: bool = True) -> np.ndarray:
         """Class probabilities of the model on ``ds``, with or without the trigger (as it is now:
         fitted, loaded with :func:`~reprogram.triggers.load_trigger`, or fresh)."""
-        self.model.to(self.device)
-        self.trigger.to(self.device).eval()
-        loader = DataLoader(ds, batch_size=self.eval_batch_size, shuffle=False, collate_fn=self.collate_fn)
-        out = []
-        for x, *_ in loader:
-            x = move_to(x, self.device)
-            out.append(torch.softmax(call_model(self.model, self.trigger(x) if triggered else x).float(), 1).cpu())
-        return torch.cat(out).double().numpy()
+        from reprogram.models import predict_proba
+
+        return predict_proba(self.model, ds, trigger=self.trigger if triggered else None, device=self.device,
+                             collate_fn=self.collate_fn, batch_size=self.eval_batch_size)
 
     def evaluate(self, ds: Dataset, *, triggered: bool = True, **report_kw):
         """The :class:`~reprogram.metrics.FairnessReport` on ``ds``, with or without the trigger."""
