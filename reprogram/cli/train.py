@@ -178,8 +178,13 @@ def train_command(
 @app.command("pareto")
 def pareto_command(
     data: Path = DATA, label: str = LABEL, sensitive: list[str] = SENSITIVE_OPTION,
-    method: str = typer.Option(..., "--method", help=_METHOD_HELP),
+    method: str = typer.Option(None, "--method", help=_METHOD_HELP),
     values: list[float] = typer.Option(None, "--values", help="Values of the method's main knob: --values 0.1 1 10."),
+    trigger: str = typer.Option(None, "--trigger", help="Sweep a fairness trigger on --model instead of a method: "
+                                                        "border | patch | additive | prompt | feature."),
+    model_path: Path = typer.Option(None, "--model", help="The frozen model a --trigger sweep reprograms."),
+    lambdas: list[float] = typer.Option(None, "--lambdas", help="Trigger strengths to sweep: --lambdas 0.5 1 5."),
+    criterion: str = typer.Option("dp", "--criterion", help="Trigger sweeps: dp | eo."),
     metric: str = typer.Option("demographic_parity_difference", "--metric", help="Fairness figure on the x axis."),
     out: Path = typer.Option(..., "--out", help="Folder for points.json, points.csv and pareto.png."),
     with_erm: bool = typer.Option(True, "--with-erm/--no-erm", help="Add plain ERM as a reference point."),
@@ -191,12 +196,20 @@ def pareto_command(
     schedule: str = SCHEDULE, weight_decay: float = WEIGHT_DECAY, seed: int = SEED, device: str = DEVICE_OPTION,
     variant: str = VARIANT, penalty: str = PENALTY, constraint: str = CONSTRAINT, on: str = ON, by: str = BY,
 ) -> None:
-    """Sweep a method's main knob (eta, eps, c, strength...): accuracy vs fairness, Pareto front, plot."""
+    """Sweep a method's main knob (eta, eps, c, strength...) or a trigger's lambda: accuracy vs fairness,
+    Pareto front, plot (--append puts several sweeps on one plot)."""
     import torch
 
     from reprogram.train.methods import SWEEP_PARAMETER
-    from reprogram.train.pareto import ParetoPoint, mark, pareto_sweep, save_sweep
+    from reprogram.train.pareto import ParetoPoint, pareto_sweep
 
+    if (method is None) == (trigger is None):
+        raise InputError("give either --method (an in-processing method) or --trigger with --model (a trigger sweep)")
+    if trigger is not None:
+        points = _trigger_sweep(data, val, val_fraction, label, sensitive, text, image, trigger, model_path,
+                                lambdas, criterion, metric, epochs, batch_size, seed, device)
+        _save_points(points, out, append, metric, data, drop={points[0].method})
+        return
     options = method_options(method, dict(variant=variant, penalty=penalty, constraint=constraint, on=on, by=by))
     parameter = SWEEP_PARAMETER.get(method)
     if parameter is not None and not values:
@@ -210,23 +223,61 @@ def pareto_command(
         torch.manual_seed(seed)
         return build()
 
-    kept: list[ParetoPoint] = []
-    existing = out / "points.json"
-    if append and existing.is_file():
-        try:
-            rows = json.loads(existing.read_text())
-            kept = [ParetoPoint(**r) for r in rows if r["method"] not in (method, "erm" if with_erm else None)]
-        except (ValueError, TypeError, KeyError) as e:
-            raise InputError(f"cannot read the earlier sweep {existing}: {e}") from None
-        if kept and kept[0].metric != metric:
-            raise InputError(f"{existing} holds {kept[0].metric} points; this sweep measures {metric}")
     points: list[ParetoPoint] = []
     if with_erm and method != "erm":
         points += pareto_sweep("erm", [], train, val_ds, build_model=seeded_build, metric=metric, trainer_kw=tkw,
                                progress=console.print)
     points += pareto_sweep(method, values or [], train, val_ds, build_model=seeded_build, metric=metric,
                            trainer_kw=tkw, method_kw=options, progress=console.print)
+    _save_points(points, out, append, metric, data, drop={method, "erm" if with_erm else None})
+
+
+def _save_points(points, out: Path, append: bool, metric: str, data: Path, *, drop: set) -> None:
+    """Write the sweep (with the earlier points of other sweeps in ``out`` when appending)."""
+    from reprogram.train.pareto import ParetoPoint, mark, save_sweep
+
+    kept: list[ParetoPoint] = []
+    existing = out / "points.json"
+    if append and existing.is_file():
+        try:
+            kept = [ParetoPoint(**r) for r in json.loads(existing.read_text()) if r["method"] not in drop]
+        except (ValueError, TypeError, KeyError) as e:
+            raise InputError(f"cannot read the earlier sweep {existing}: {e}") from None
+        if kept and kept[0].metric != metric:
+            raise InputError(f"{existing} holds {kept[0].metric} points; this sweep measures {metric}")
     points = mark(kept + points)
     paths = save_sweep(points, out, title=f"{Path(data).name}: accuracy vs {metric}")
     front = [p for p in points if p.pareto]
     console.print(f"{len(front)} of {len(points)} points on the Pareto front; wrote {', '.join(map(str, paths.values()))}")
+
+
+def _trigger_sweep(data, val, val_fraction, label, sensitive, text, image, trigger, model_path, lambdas, criterion,
+                   metric, epochs, batch_size, seed, device):
+    """One trigger per lambda on the frozen model, fitted on --data, placed by its figures on --val."""
+    from reprogram.cli.fit import _collate, _dataset, _load
+    from reprogram.data import split_frame
+    from reprogram.data.tables import read_table
+    from reprogram.train.pareto import ParetoPoint
+    from reprogram.triggers import TriggerFitter, make_trigger
+
+    if model_path is None or not lambdas:
+        raise InputError("a --trigger sweep needs --model CKPT and --lambdas L1 L2 ...")
+    model, dev = _load(model_path, False, device)
+    if val is not None:
+        tune, val_ds = (_dataset(p, model, label, sensitive, text, image) for p in (data, val))
+    else:  # the same stratified split the method sweeps use
+        parts = split_frame(read_table(data), (1 - val_fraction, val_fraction), stratify=[label, *sensitive], seed=seed)
+        tune, val_ds = (_dataset(p, model, label, sensitive, text, image) for p in parts)
+    points = [ParetoPoint("model (no trigger)", None, None, 0.0, 0.0, metric)]
+    for lam in lambdas:
+        trig = make_trigger(trigger, model, tune, seed=seed)
+        fitter = TriggerFitter(model, trig, criterion, lam, epochs=epochs, batch_size=min(batch_size, 256),
+                               device=dev, seed=seed, collate_fn=_collate(model), progress=False).fit(tune, val_ds)
+        overall = fitter.evaluate(val_ds).overall
+        points.append(ParetoPoint(f"{trigger} trigger ({criterion})", "lambda", lam, overall["accuracy"],
+                                  overall[metric], metric, reports={"val": overall}))
+        console.print(f"{trigger} trigger lambda={lam:g}: accuracy {overall['accuracy']:.4f}, {metric} {overall[metric]:.4f}")
+    base = fitter.base_report_.overall
+    points[0] = ParetoPoint("model (no trigger)", None, None, base["accuracy"], base[metric], metric,
+                            reports={"val": base})
+    return points

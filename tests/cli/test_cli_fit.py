@@ -96,3 +96,24 @@ def test_missing_columns_and_single_group(setup, capsys, tmp_path):
     code, text = invoke(["fit", "--model", ckpt, "--data", tmp_path / "one.csv", "--label", "y", "--sensitive", "group",
                          "--out", tmp_path / "t"], capsys)
     assert code == 2 and "one group" in text
+
+
+def test_pareto_trigger_sweep_joins_a_method_sweep_on_one_plot(setup, capsys):
+    d, paths, ckpt = setup
+    out = d / "sweep"
+    common = ["--label", "y", "--sensitive", "group", "--epochs", "4", "--out", out]
+    code, text = invoke(["pareto", "--data", paths["train"], "--method", "regularizer", "--values", "4", "--hidden", "16",
+                         "--val", paths["test"], *common], capsys)
+    assert code == 0, text
+    code, text = invoke(["pareto", "--data", paths["tune"], "--val", paths["test"], "--model", ckpt, "--trigger",
+                         "feature", "--lambdas", "1", "10", "--append", *common], capsys)
+    assert code == 0, text
+    rows = json.loads((out / "points.json").read_text())
+    assert [(r["method"], r["value"]) for r in rows] == [
+        ("erm", None), ("regularizer", 4.0), ("model (no trigger)", None),
+        ("feature trigger (dp)", 1.0), ("feature trigger (dp)", 10.0)]
+    assert any(r["pareto"] for r in rows)
+    code, text = invoke(["pareto", "--data", paths["tune"], "--model", ckpt, "--trigger", "feature", *common], capsys)
+    assert code == 2 and "--lambdas" in text
+    code, text = invoke(["pareto", "--data", paths["tune"], *common], capsys)
+    assert code == 2 and "--method" in text and "--trigger" in text
