@@ -59,6 +59,8 @@ def fit_command(
     epochs: int = typer.Option(20, "--epochs", min=1), lr: float = typer.Option(0.05, "--lr", help="Trigger learning rate."),
     disc_lr: float = typer.Option(1e-3, "--disc-lr", help="Discriminator learning rate."),
     disc_steps: int = typer.Option(1, "--disc-steps", min=0, help="Discriminator steps per trigger step."),
+    optimizer: str = typer.Option("adam", "--optimizer", help="Trigger optimizer: adam | sgd."),
+    disc_optimizer: str = typer.Option("adam", "--disc-optimizer", help="Discriminator optimizer: adam | sgd."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     val: Path = typer.Option(None, "--val", help="Validation table to pick the epoch on (default: --data itself)."),
     tolerance: float = typer.Option(0.02, "--tolerance", help="Accuracy drop within which the fairest epoch is kept."),
@@ -81,7 +83,8 @@ def fit_command(
     val_ds = _dataset(val, model, label, sensitive, text, image) if val is not None else tune
     trig = make_trigger(trigger, model, tune, size=size, mode=mode, seed=seed)
     fitter = TriggerFitter(model, trig, criterion, lam, rule=rule, disc_steps=disc_steps, epochs=epochs,
-                           batch_size=batch_size, lr=lr, disc_lr=disc_lr, tolerance=tolerance, device=dev, seed=seed,
+                           batch_size=batch_size, lr=lr, disc_lr=disc_lr, optimizer=optimizer,
+                           disc_optimizer=disc_optimizer, tolerance=tolerance, device=dev, seed=seed,
                            checkpoint_dir=checkpoint, resume=resume, collate_fn=_collate(model),
                            progress=console.is_terminal)
     console.print(f"fitting a {type(trig).__name__} for {criterion} (lambda {lam}) on {len(tune)} rows, "

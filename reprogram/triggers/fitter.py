@@ -71,10 +71,16 @@ def _load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict, grou
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-def _adam(params, lr: float) -> torch.optim.Optimizer:
-    """Adam, fused into one kernel where torch supports it: the players are small, and the
-    per-tensor launches of plain Adam are a visible part of a trigger step on small models."""
+OPTIMIZERS = ("adam", "sgd")
+
+
+def _optimizer(kind: str, params, lr: float) -> torch.optim.Optimizer:
+    """Adam (fused into one kernel where torch supports it: the players are small, and the
+    per-tensor launches of plain Adam are a visible part of a trigger step on small
+    models) or SGD with momentum 0.9."""
     params = list(params)
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
     try:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):
@@ -88,8 +94,9 @@ class TriggerFitter:
     ----------
     rule : "minmax" or "projection" (see the module docstring).
     disc_steps : discriminator updates per trigger update.
-    epochs, batch_size : the usual; ``lr`` the trigger's Adam rate, ``disc_lr`` the
-        discriminator's; ``disc_hidden`` its hidden widths.
+    epochs, batch_size : the usual; ``lr`` and ``optimizer`` ("adam" or "sgd") the
+        trigger's, ``disc_lr`` and ``disc_optimizer`` the discriminator's; ``disc_hidden``
+        its hidden widths.
     tolerance : accuracy drop (vs. the model without trigger, on validation) within
         which the fairest epoch is kept.
     device, seed : where to run; seeds Python, numpy, torch and the data order.
@@ -103,7 +110,8 @@ class TriggerFitter:
 
     def __init__(self, model: nn.Module, trigger: nn.Module, criterion: str = "dp", lam: float = 1.0, *,
                  rule: str = "minmax", disc_steps: int = 1, epochs: int = 10, batch_size: int = 128,
-                 lr: float = 1e-2, disc_lr: float = 1e-3, disc_hidden=(64, 64), tolerance: float = 0.02,
+                 lr: float = 1e-2, disc_lr: float = 1e-3, optimizer: str = "adam", disc_optimizer: str = "adam",
+                 disc_hidden=(64, 64), tolerance: float = 0.02,
                  device: str | torch.device = "auto", seed: int = 0, checkpoint_dir: str | Path | None = None,
                  resume: bool = False, collate_fn: Callable | None = None, progress: bool = True,
                  eval_batch_size: int = 512):
@@ -115,6 +123,8 @@ class TriggerFitter:
             raise InputError(f"lambda must be >= 0, got {lam}")
         if epochs < 1 or batch_size < 1 or disc_steps < 0 or lr <= 0 or disc_lr <= 0:
             raise InputError("epochs and batch_size must be >= 1, disc_steps >= 0, learning rates > 0")
+        if optimizer not in OPTIMIZERS or disc_optimizer not in OPTIMIZERS:
+            raise InputError(f"optimizers must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}, {disc_optimizer!r}")
         if not any(p.requires_grad for p in trigger.parameters()):
             raise InputError(f"{type(trigger).__name__} has no learnable parameters")
         self.model = _frozen(model)
@@ -125,6 +135,7 @@ class TriggerFitter:
                              f"{self.model.input_kind}")
         self.criterion, self.lam, self.rule, self.disc_steps = criterion, float(lam), rule, int(disc_steps)
         self.epochs, self.batch_size, self.lr, self.disc_lr = int(epochs), int(batch_size), float(lr), float(disc_lr)
+        self.optimizer, self.disc_optimizer = optimizer, disc_optimizer
         self.disc_hidden, self.tolerance = tuple(disc_hidden), float(tolerance)
         self.device = resolve_device(device)
         self.seed = int(seed)
@@ -186,8 +197,8 @@ class TriggerFitter:
         self.trigger.to(self.device)
         self.discriminator_ = Discriminator(n_classes, n_groups, criterion=self.criterion,
                                             hidden=self.disc_hidden).to(self.device)
-        t_opt = _adam((p for p in self.trigger.parameters() if p.requires_grad), self.lr)
-        d_opt = _adam(self.discriminator_.parameters(), self.disc_lr)
+        t_opt = _optimizer(self.optimizer, (p for p in self.trigger.parameters() if p.requires_grad), self.lr)
+        d_opt = _optimizer(self.disc_optimizer, self.discriminator_.parameters(), self.disc_lr)
         self.history_: list[dict] = []
         self.best_epoch_, best_state, start = None, None, 0
         self.base_report_ = self.evaluate(val, triggered=False) if val is not None else None

@@ -81,3 +81,11 @@ def test_bad_input_gets_clear_errors(digits):
         _fit(model, one_group, epochs=1)
     with pytest.raises(InputError, match="criterion"):
         TriggerFitter(model, make_trigger("patch", model, val), "fairness")
+
+
+def test_sgd_players_and_a_bad_optimizer_name(digits):
+    model, _, val, test = digits
+    fitter = _fit(model, val, epochs=3, optimizer="sgd", disc_optimizer="sgd")
+    assert len(fitter.history_) == 3 and np.isfinite(fitter.history_[-1]["task_loss"])
+    with pytest.raises(InputError, match="optimizers"):
+        TriggerFitter(model, make_trigger("patch", model, val), "eo", optimizer="lbfgs")
