@@ -22,3 +22,18 @@ def test_train_methods_quick_run_writes_every_section(tmp_path):
     assert methods == {"erm", "fas (seed)", "fas (softmax)", "regularizer", "lagrangian", "adversarial", "reweight",
                        "resample", "groupdro", "reductions"}
     assert result["step_overhead"]["erm"]["ratio"] == 1.0
+
+
+@pytest.mark.slow
+def test_trigger_benchmarks_quick_runs(tmp_path):
+    quality, speed = tmp_path / "q.json", tmp_path / "s.json"
+    for args in (["trigger_quality.py", "--quick", "--parts", "digits,tabular", "--out", str(quality)],
+                 ["trigger_speed.py", "--rounds", "1", "--out", str(speed)]):
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / args[0]), *args[1:]],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    q = json.loads(quality.read_text())
+    assert {r["trigger"] for r in q["digits"]["rows"]} == {"border (overlay, 2 px)", "patch (4 px)", "additive (8/255)"}
+    assert q["transfer"] and q["tabular"]["chosen"]
+    s = json.loads(speed.read_text())["cases"]
+    assert all(c["floor"] > 0 and c["trigger step"] > 0 for c in s.values())
