@@ -59,7 +59,7 @@ SWEEPS = {
     "fas (softmax)": ("fas", {"variant": "softmax"}, [0.0, 0.5, 0.7]),
     "regularizer": ("regularizer", {"penalty": "dp"}, [4.0, 16.0, 64.0, 256.0]),
     "lagrangian": ("lagrangian", {"constraint": "dp", "multiplier_lr": 0.5}, [0.05, 0.02, 0.01, 0.005]),
-    "adversarial": ("adversarial", {"on": "representation"}, [1.0, 3.0, 10.0, 30.0]),
+    "adversarial": ("adversarial", {"on": "output"}, [1.0, 3.0, 10.0, 30.0]),
     "reweight": ("reweight", {"by": "independence"}, [0.0, 1.0]),
     "resample": ("resample", {"by": "group_class"}, [None]),
     "groupdro": ("groupdro", {"by": "group_class"}, [0.01, 0.1, 1.0]),
