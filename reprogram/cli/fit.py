@@ -22,14 +22,14 @@ ALLOW_PICKLE = typer.Option(False, "--allow-pickle", help="Allow a pickled check
 TRIGGER_DIR = typer.Option(None, "--trigger", help="A trigger folder written by `reprogram fit`.")
 
 
-def _load(model_path: Path, allow_pickle: bool, device: str):
+def load_model(model_path: Path, allow_pickle: bool, device: str):
     from reprogram.models import load_frozen, resolve_device
 
     dev = resolve_device(device)
     return load_frozen(model_path, allow_pickle=allow_pickle).to(dev), dev
 
 
-def _collate(model):
+def model_collate(model):
     if model.input_kind != "text":
         return None
     from reprogram.data import tokenize_collate
@@ -37,7 +37,7 @@ def _collate(model):
     return tokenize_collate(model.tokenizer)
 
 
-def _dataset(table, model, label, sensitive, text, image):
+def model_dataset(table, model, label, sensitive, text, image):
     from reprogram.data import load_dataset_like
 
     return load_dataset_like(table, model.meta | {"input_kind": model.input_kind}, label=label, sensitive=sensitive,
@@ -74,18 +74,18 @@ def fit_command(
 
     if resume and checkpoint is None:
         raise InputError("--resume needs --checkpoint DIR (where the earlier run saved its epochs)")
-    model, dev = _load(model_path, allow_pickle, device)
+    model, dev = load_model(model_path, allow_pickle, device)
     if trigger is None:
         trigger = {"image": "border", "text": "prompt", "tabular": "feature"}[model.input_kind]
     if trigger not in TRIGGER_NAMES:
         raise InputError(f"unknown --trigger {trigger!r}; use one of {', '.join(TRIGGER_NAMES)}")
-    tune = _dataset(data, model, label, sensitive, text, image)
-    val_ds = _dataset(val, model, label, sensitive, text, image) if val is not None else tune
+    tune = model_dataset(data, model, label, sensitive, text, image)
+    val_ds = model_dataset(val, model, label, sensitive, text, image) if val is not None else tune
     trig = make_trigger(trigger, model, tune, size=size, mode=mode, seed=seed)
     fitter = TriggerFitter(model, trig, criterion, lam, rule=rule, disc_steps=disc_steps, epochs=epochs,
                            batch_size=batch_size, lr=lr, disc_lr=disc_lr, optimizer=optimizer,
                            disc_optimizer=disc_optimizer, tolerance=tolerance, device=dev, seed=seed,
-                           checkpoint_dir=checkpoint, resume=resume, collate_fn=_collate(model),
+                           checkpoint_dir=checkpoint, resume=resume, collate_fn=model_collate(model),
                            progress=console.is_terminal)
     console.print(f"fitting a {type(trig).__name__} for {criterion} (lambda {lam}) on {len(tune)} rows, "
                   f"groups: {', '.join(tune.group_names)}")
@@ -135,12 +135,12 @@ def evaluate_command(
 
     from reprogram.triggers import FingerprintWarning, TriggerFitter, load_trigger
 
-    model, dev = _load(model_path, allow_pickle, device)
-    ds = _dataset(data, model, label, sensitive, text, image)
+    model, dev = load_model(model_path, allow_pickle, device)
+    ds = model_dataset(data, model, label, sensitive, text, image)
     if trigger_dir is None:
         from reprogram.metrics import dataset_report
 
-        report = dataset_report(ds, _predict(model, None, ds, dev))
+        report = dataset_report(ds, predict(model, None, ds, dev))
         console.print(report)
         if json_out:
             report.to_json(json_out)
@@ -150,7 +150,7 @@ def evaluate_command(
         trig, _ = load_trigger(trigger_dir, model)
     for w in caught:
         console.print(f"[yellow]warning:[/] {w.message}")
-    fitter = TriggerFitter(model, trig, device=dev, collate_fn=_collate(model), progress=False)
+    fitter = TriggerFitter(model, trig, device=dev, collate_fn=model_collate(model), progress=False)
     base, after = fitter.evaluate(ds, triggered=False), fitter.evaluate(ds, triggered=True)
     console.print(*compare_tables(base, after, title=data.name))
     if json_out:
@@ -160,10 +160,10 @@ def evaluate_command(
         console.print(f"wrote {json_out}")
 
 
-def _predict(model, trigger, ds, dev) -> np.ndarray:
+def predict(model, trigger, ds, dev) -> np.ndarray:
     from reprogram.models import predict_proba
 
-    return predict_proba(model, ds, trigger=trigger, device=dev, collate_fn=_collate(model))
+    return predict_proba(model, ds, trigger=trigger, device=dev, collate_fn=model_collate(model))
 
 
 @app.command("apply")
@@ -182,7 +182,7 @@ def apply_command(
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise InputError(f"--out must end in .csv or .parquet, got {out.name}")
-    model, dev = _load(model_path, allow_pickle, device)
+    model, dev = load_model(model_path, allow_pickle, device)
     frame = read_table(data)
     # apply needs no label or group: constant stand-ins let the one loader read the inputs
     stand_in = model.classes[0] if model.classes else 0
@@ -193,7 +193,7 @@ def apply_command(
     ds = load_dataset_like(frame, meta, label="__label__", sensitive="__group__", text=text, image=image,
                            base_dir=Path(data).resolve().parent)
     trig = load_trigger(trigger_dir, model)[0].to(dev) if trigger_dir is not None else None
-    proba = _predict(model, trig, ds, dev)
+    proba = predict(model, trig, ds, dev)
     classes = model.classes or list(range(proba.shape[1]))
     cols: dict = {"id": np.arange(len(frame))}
     if proba.shape[1] == 2:

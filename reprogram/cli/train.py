@@ -254,7 +254,7 @@ def _save_points(points, out: Path, append: bool, metric: str, data: Path, *, dr
 def _trigger_sweep(data, val, val_fraction, label, sensitive, text, image, trigger, model_path, lambdas, criterion,
                    metric, epochs, batch_size, seed, device):
     """One trigger per lambda on the frozen model, fitted on --data, placed by its figures on --val."""
-    from reprogram.cli.fit import _collate, _dataset, _load
+    from reprogram.cli.fit import load_model, model_collate, model_dataset
     from reprogram.data import split_frame
     from reprogram.data.tables import read_table
     from reprogram.train.pareto import ParetoPoint
@@ -262,17 +262,17 @@ def _trigger_sweep(data, val, val_fraction, label, sensitive, text, image, trigg
 
     if model_path is None or not lambdas:
         raise InputError("a --trigger sweep needs --model CKPT and --lambdas L1 L2 ...")
-    model, dev = _load(model_path, False, device)
+    model, dev = load_model(model_path, False, device)
     if val is not None:
-        tune, val_ds = (_dataset(p, model, label, sensitive, text, image) for p in (data, val))
+        tune, val_ds = (model_dataset(p, model, label, sensitive, text, image) for p in (data, val))
     else:  # the same stratified split the method sweeps use
         parts = split_frame(read_table(data), (1 - val_fraction, val_fraction), stratify=[label, *sensitive], seed=seed)
-        tune, val_ds = (_dataset(p, model, label, sensitive, text, image) for p in parts)
+        tune, val_ds = (model_dataset(p, model, label, sensitive, text, image) for p in parts)
     points = [ParetoPoint("model (no trigger)", None, None, 0.0, 0.0, metric)]
     for lam in lambdas:
         trig = make_trigger(trigger, model, tune, seed=seed)
         fitter = TriggerFitter(model, trig, criterion, lam, epochs=epochs, batch_size=min(batch_size, 256),
-                               device=dev, seed=seed, collate_fn=_collate(model), progress=False).fit(tune, val_ds)
+                               device=dev, seed=seed, collate_fn=model_collate(model), progress=False).fit(tune, val_ds)
         overall = fitter.evaluate(val_ds).overall
         points.append(ParetoPoint(f"{trigger} trigger ({criterion})", "lambda", lam, overall["accuracy"],
                                   overall[metric], metric, reports={"val": overall}))
