@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from reprogram.errors import InputError
-from reprogram.train.objective import Objective
+from reprogram.train.objective import Objective, check_ids
 
 __all__ = ["GroupDRO"]
 
@@ -85,14 +85,7 @@ class GroupDRO(Objective):
         """Mean cross-entropy per group (n_groups,) and which groups have rows (bool)."""
         if logits.shape[0] == 0:
             raise InputError("GroupDRO got an empty batch")
-        group = torch.as_tensor(group, device=logits.device)
-        if group.dim() != 1 or len(group) != len(logits):
-            raise InputError(f"group must be 1-D with one id per row ({len(logits)}), got shape {tuple(group.shape)}")
-        if group.is_floating_point() or group.dtype == torch.bool:
-            raise InputError(f"group must hold integer ids, got dtype {group.dtype}")
-        group = group.long()
-        if int(group.min()) < 0 or int(group.max()) >= self.n_groups:
-            raise InputError(f"group ids must lie in [0, {self.n_groups}), got [{int(group.min())}, {int(group.max())}]")
+        group = check_ids(group, len(logits), n=self.n_groups, name="group", device=logits.device)
         ce = F.cross_entropy(logits, y, reduction="none")
         counts = torch.bincount(group, minlength=self.n_groups)
         sums = torch.zeros(self.n_groups, dtype=ce.dtype, device=ce.device).index_add(0, group, ce)

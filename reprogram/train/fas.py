@@ -51,22 +51,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprogram.errors import InputError
-from reprogram.train.objective import Objective
+from reprogram.train.objective import Objective, check_ids
 
 __all__ = ["FASLoss"]
 
 _VARIANTS = ("seed", "softmax")
-
-
-def _check_ids(ids: torch.Tensor, n: int, name: str, rows: int) -> torch.Tensor:
-    ids = torch.as_tensor(ids)
-    if ids.dim() != 1 or ids.shape[0] != rows:
-        raise InputError(f"{name} must be a 1-D tensor with one entry per row ({rows}), got shape {tuple(ids.shape)}")
-    if ids.is_floating_point() or ids.dtype == torch.bool:
-        raise InputError(f"{name} must hold integer ids, got dtype {ids.dtype}")
-    if rows and (int(ids.min()) < 0 or int(ids.max()) >= n):
-        raise InputError(f"{name} must lie in [0, {n}), got values in [{int(ids.min())}, {int(ids.max())}]")
-    return ids.long()
 
 
 class FASLoss(Objective):
@@ -156,7 +145,7 @@ class FASLoss(Objective):
         n = logits.shape[0]
         if n == 0:
             raise InputError("FASLoss got an empty batch")
-        group = _check_ids(group, self.n_groups, "group", n)
+        group = check_ids(group, n, n=self.n_groups, name="group", device=logits.device)
         ce = F.cross_entropy(logits, y, reduction="none")
         if self.variant == "seed":
             if index is None:
@@ -164,7 +153,7 @@ class FASLoss(Objective):
                     raise InputError("FASLoss(variant='seed') needs index= (the rows' dataset positions) "
                                      "for its per-sample loss EMA")
             else:
-                index = _check_ids(index, self.n_samples, "index", n)
+                index = check_ids(index, n, n=self.n_samples, name="index")
         if not self.enable_fas:
             if self.variant == "seed" and index is not None and self.training:
                 self._seed_weights(ce, group, index)  # keep the EMA current

@@ -15,7 +15,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Objective", "CrossEntropy", "per_sample_ce"]
+from reprogram.errors import InputError
+
+__all__ = ["Objective", "CrossEntropy", "per_sample_ce", "check_ids"]
+
+
+def check_ids(ids, rows: int, *, n: int | None = None, name: str = "group", device=None) -> torch.Tensor:
+    """``ids`` (group ids, dataset positions...) as a 1-D long tensor of ``rows`` entries in
+    ``[0, n)`` (``[0, ∞)`` without ``n``), or a one-line InputError saying what is wrong."""
+    ids = torch.as_tensor(ids, device=device)
+    if ids.dim() != 1 or ids.shape[0] != rows:
+        raise InputError(f"{name} must be a 1-D tensor with one id per row ({rows}), got shape {tuple(ids.shape)}")
+    if ids.is_floating_point() or ids.dtype == torch.bool:
+        raise InputError(f"{name} must hold integer ids, got dtype {ids.dtype}")
+    if rows:
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or (n is not None and hi >= n):
+            bound = f"[0, {n})" if n is not None else ">= 0"
+            raise InputError(f"{name} must lie in {bound}, got values in [{lo}, {hi}]")
+    return ids.long()
 
 
 def per_sample_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

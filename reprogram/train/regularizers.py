@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from reprogram.errors import InputError
-from reprogram.train.objective import Objective
+from reprogram.train.objective import Objective, check_ids
 
 __all__ = ["FairnessRegularizer", "PENALTIES"]
 
@@ -147,14 +147,7 @@ class FairnessRegularizer(Objective):
         """The fairness penalty of one batch (without η and the task loss)."""
         if logits.dim() != 2 or logits.shape[1] < 2:
             raise InputError(f"logits must be (rows, classes >= 2), got shape {tuple(logits.shape)}")
-        group = torch.as_tensor(group, device=logits.device)
-        if group.dim() != 1 or len(group) != len(logits):
-            raise InputError(f"group must be 1-D with one id per row ({len(logits)}), got shape {tuple(group.shape)}")
-        if group.is_floating_point() or group.dtype == torch.bool:
-            raise InputError(f"group must hold integer ids, got dtype {group.dtype}")
-        group = group.long()
-        if len(group) and int(group.min()) < 0:
-            raise InputError("group ids must be >= 0")
+        group = check_ids(group, len(logits), name="group", device=logits.device)
         weights = self._weights(group, logits.dtype, logits.device)
         n_classes = logits.shape[1]
         prob = torch.softmax(logits, dim=1)

@@ -6,18 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cli_helpers import invoke
 from reprogram.cli import main
 from reprogram.triggers import load_trigger
-
-
-def invoke(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out + out.err
 
 
 @pytest.fixture(scope="module")

@@ -6,22 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from reprogram.cli import main
+from cli_helpers import invoke
 from reprogram.data import load_dataset
 from reprogram.models import load_frozen, read_sidecar
-
-
-def invoke(args, capsys):
-    """The real console entry point in-process: exit code and stdout + stderr."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out + out.err
 
 
 @pytest.fixture(scope="module")
