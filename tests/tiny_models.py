@@ -40,3 +40,28 @@ def tiny_bert_folder(d: Path):
     # Positional: the vocab file argument is called vocab_file in transformers 4, vocab in 5.
     transformers.BertTokenizerFast(str(vocab)).save_pretrained(d)
     return d, model
+
+
+def fit_small(objective, x, y, g, *, hidden: int = 16, epochs: int = 30, batch: int = 500, lr: float = 0.05,
+              seed: int = 0):
+    """Train a small MLP (``hidden=0``: linear) on in-memory tensors with ``objective``.
+
+    A minimal loop (Adam over the model and the objective's own parameter groups,
+    shuffled mini-batches passing their dataset indices), so a loss's tests exercise the
+    loss alone, apart from the Trainer.
+    """
+    from torch import nn
+
+    torch.manual_seed(seed)
+    n_in, n_out = x.shape[1], int(y.max()) + 1
+    model = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out)) if hidden else nn.Linear(n_in, n_out)
+    opt = torch.optim.Adam([{"params": model.parameters(), "lr": lr}] + objective.param_groups(lr))
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y), generator=gen).split(batch):
+            loss = objective(model(x[idx]), y[idx], g[idx], index=idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            objective.after_step()
+    return model

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from tiny_models import fit_small
 
 from reprogram.errors import InputError
 from reprogram.train.fas import FASLoss
@@ -264,22 +264,6 @@ def conflict_data(n, seed):
     return x, y, g
 
 
-def fit(objective, x, y, g, *, hidden=16, epochs=30, batch=500, lr=0.05, seed=0):
-    """A minimal local loop (Adam, shuffled mini-batches with dataset indices)."""
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(), nn.Linear(hidden, 2)) if hidden else nn.Linear(2, 2)
-    opt = torch.optim.Adam([{"params": model.parameters(), "lr": lr}] + objective.param_groups(lr))
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(y), generator=gen).split(batch):
-            loss = objective(model(x[idx]), y[idx], g[idx], index=idx)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            objective.after_step()
-    return model
-
-
 def accuracy_gap(model, x, y, g):
     with torch.no_grad():
         right = (model(x).argmax(1) == y).float()
@@ -293,9 +277,9 @@ def conflict():
 
 def test_training_seed_variant_narrows_the_group_accuracy_gap(conflict):
     (x, y, g), test = conflict
-    gap_ce, _ = accuracy_gap(fit(CrossEntropy(), x, y, g), *test)
+    gap_ce, _ = accuracy_gap(fit_small(CrossEntropy(), x, y, g), *test)
     fas = FASLoss(len(y), 2)
-    gap_fas, _ = accuracy_gap(fit(fas, x, y, g), *test)
+    gap_fas, _ = accuracy_gap(fit_small(fas, x, y, g), *test)
     assert gap_ce > 0.3
     assert gap_fas < gap_ce - 0.05
     assert fas.beta[1] > 1.0 > fas.beta[0]  # the minority's scale went up by ascent
@@ -304,9 +288,9 @@ def test_training_seed_variant_narrows_the_group_accuracy_gap(conflict):
 def test_training_softmax_variant_learnable_beta_works_against_the_minority(conflict):
     """With β learnt at the model's rate (as in the official code) the gap widens, as documented."""
     (x, y, g), test = conflict
-    gap_ce, _ = accuracy_gap(fit(CrossEntropy(), x, y, g), *test)
+    gap_ce, _ = accuracy_gap(fit_small(CrossEntropy(), x, y, g), *test)
     fas = FASLoss(len(y), 2, variant="softmax")
-    gap_fas, _ = accuracy_gap(fit(fas, x, y, g), *test)
+    gap_fas, _ = accuracy_gap(fit_small(fas, x, y, g), *test)
     assert fas.beta[1] < 1.0 < fas.beta[0]
     assert gap_fas > gap_ce
 
@@ -314,7 +298,7 @@ def test_training_softmax_variant_learnable_beta_works_against_the_minority(conf
 def test_training_softmax_variant_individual_scaling_narrows_the_gap(conflict):
     """The loss-softmax term alone (c = 0, T = 0.25) narrows the gap of a linear model."""
     (x, y, g), test = conflict
-    gap_ce, _ = accuracy_gap(fit(CrossEntropy(), x, y, g, hidden=0), *test)
-    gap_fas, _ = accuracy_gap(fit(FASLoss(len(y), 2, variant="softmax", c=0.0, temperature=0.25), x, y, g, hidden=0),
+    gap_ce, _ = accuracy_gap(fit_small(CrossEntropy(), x, y, g, hidden=0), *test)
+    gap_fas, _ = accuracy_gap(fit_small(FASLoss(len(y), 2, variant="softmax", c=0.0, temperature=0.25), x, y, g, hidden=0),
                               *test)
     assert gap_fas < gap_ce - 0.03

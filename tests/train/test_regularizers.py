@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from tiny_models import fit_small
 
 from reprogram.errors import InputError
 from reprogram.train.objective import CrossEntropy, Objective
@@ -262,22 +262,6 @@ def biased_data(n, seed):
     return torch.stack([x1, x2, g.float()], 1), y, g
 
 
-def fit(objective, x, y, g, *, epochs=30, batch=500, lr=0.05, seed=0):
-    """A minimal local loop (Adam, shuffled mini-batches)."""
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(x.shape[1], 16), nn.ReLU(), nn.Linear(16, int(y.max()) + 1))
-    opt = torch.optim.Adam([{"params": model.parameters(), "lr": lr}] + objective.param_groups(lr))
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(y), generator=gen).split(batch):
-            loss = objective(model(x[idx]), y[idx], g[idx], index=idx)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            objective.after_step()
-    return model
-
-
 def gaps(model, x, y, g):
     """Decision-based gaps: demographic parity, equalized odds (max over classes of the
     per-class rate gap), and accuracy."""
@@ -296,7 +280,7 @@ def gaps(model, x, y, g):
 @pytest.fixture(scope="module")
 def biased():
     train, test = biased_data(2000, 0), biased_data(4000, 1)
-    return train, test, gaps(fit(CrossEntropy(), *train), *test)
+    return train, test, gaps(fit_small(CrossEntropy(), *train), *test)
 
 
 @pytest.mark.parametrize(
@@ -306,7 +290,7 @@ def biased():
 )
 def test_training_reduces_the_target_gap(biased, name, eta, target):
     train, test, ce = biased
-    got = gaps(fit(FairnessRegularizer(name, eta), *train), *test)
+    got = gaps(fit_small(FairnessRegularizer(name, eta), *train), *test)
     assert got[target] < 0.75 * ce[target], (got, ce)
     assert got["acc"] > ce["acc"] - 0.07
 
@@ -316,6 +300,6 @@ def test_training_multiclass_dp(biased):
     (x, _, g), (xt, _, gt), _ = biased
     y3 = torch.bucketize(1.5 * x[:, 0] + 0.5 * x[:, 1], torch.tensor([0.0, 1.5]))
     yt3 = torch.bucketize(1.5 * xt[:, 0] + 0.5 * xt[:, 1], torch.tensor([0.0, 1.5]))
-    ce = gaps(fit(CrossEntropy(), x, y3, g), xt, yt3, gt)
-    got = gaps(fit(FairnessRegularizer("dp", 5.0), x, y3, g), xt, yt3, gt)
+    ce = gaps(fit_small(CrossEntropy(), x, y3, g), xt, yt3, gt)
+    got = gaps(fit_small(FairnessRegularizer("dp", 5.0), x, y3, g), xt, yt3, gt)
     assert got["dp"] < 0.75 * ce["dp"], (got, ce)
