@@ -133,14 +133,14 @@ def evaluate_command(
     """Accuracy and fairness of the model, and of the model with its trigger, side by side."""
     import warnings
 
-    from reprogram.triggers import FingerprintWarning, TriggerFitter, load_trigger
+    from reprogram.metrics import dataset_report
+    from reprogram.triggers import FingerprintWarning, load_trigger
 
     model, dev = load_model(model_path, allow_pickle, device)
     ds = model_dataset(data, model, label, sensitive, text, image)
+    base = dataset_report(ds, predict(model, None, ds, dev))
     if trigger_dir is None:
-        from reprogram.metrics import dataset_report
-
-        report = dataset_report(ds, predict(model, None, ds, dev))
+        report = base
         console.print(report)
         if json_out:
             report.to_json(json_out)
@@ -150,8 +150,7 @@ def evaluate_command(
         trig, _ = load_trigger(trigger_dir, model)
     for w in caught:
         console.print(f"[yellow]warning:[/] {w.message}")
-    fitter = TriggerFitter(model, trig, device=dev, collate_fn=model_collate(model), progress=False)
-    base, after = fitter.evaluate(ds, triggered=False), fitter.evaluate(ds, triggered=True)
+    after = dataset_report(ds, predict(model, trig, ds, dev))
     console.print(*compare_tables(base, after, title=data.name))
     if json_out:
         from reprogram.io import atomic_write_text
