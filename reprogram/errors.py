@@ -20,6 +20,7 @@ __all__ = [
     "CheckpointError",
     "PickleRefusedError",
     "ArtifactError",
+    "ExportError",
     "NotFittedError",
     "first_line",
 ]
@@ -79,6 +80,10 @@ class PickleRefusedError(CheckpointError):
 
 class ArtifactError(ReprogramError):
     """A reprogram artifact folder that is missing, incomplete or of another version."""
+
+
+class ExportError(ReprogramError):
+    """An ONNX export failed, or its output disagreed with PyTorch/numpy when checked."""
 
 
 class NotFittedError(ReprogramError, AttributeError):

@@ -171,6 +171,8 @@ def apply_command(
     out: Path = typer.Option(..., "--out", help="Predictions table to write (CSV or Parquet)."),
     trigger_dir: Path = TRIGGER_DIR, text: str = TEXT, image: str = IMAGE, device: str = DEVICE_OPTION,
     allow_pickle: bool = ALLOW_PICKLE,
+    calibrator_dir: Path = typer.Option(None, "--calibrator", help="A calibrator folder (`reprogram calibrate`): "
+                                                                   "adds calibrated_score column(s)."),
 ) -> None:
     """Predict with the model (and its trigger): id, score (or score_<class>) and pred columns."""
     import pandas as pd
@@ -200,7 +202,33 @@ def apply_command(
     else:
         cols.update({f"score_{c}": proba[:, i] for i, c in enumerate(classes)})
     cols["pred"] = np.asarray(classes, dtype=object)[proba.argmax(1)]
+    if calibrator_dir is not None:
+        cols.update(_calibrated_columns(calibrator_dir, proba, frame, classes, str(data)))
     table = pd.DataFrame(cols)
     with atomic_path(out) as tmp:
         table.to_parquet(tmp, index=False) if out.suffix.lower() == ".parquet" else table.to_csv(tmp, index=False)
     console.print(f"wrote {len(table)} predictions to {out}")
+
+
+def _calibrated_columns(calibrator_dir: Path, proba: np.ndarray, frame, classes: list, source: str) -> dict:
+    """``calibrated_score`` (binary) or ``calibrated_score_<class>`` from a saved calibrator.
+
+    A group calibrator reads the sensitive columns it was fitted on from the input table.
+    """
+    from reprogram.calibrate import load_calibrator
+    from reprogram.data import require_columns
+
+    cal = load_calibrator(calibrator_dir)
+    if int(getattr(cal, "n_classes_", 2)) != proba.shape[1]:
+        raise InputError(f"the calibrator in {calibrator_dir} was fitted on {cal.n_classes_} classes; "
+                         f"the model predicts {proba.shape[1]}")
+    scores = proba[:, 1] if proba.shape[1] == 2 else proba
+    if hasattr(cal, "groups_"):
+        cols = cal.encoder_.columns_
+        require_columns(frame, cols, role="sensitive column (of the calibrator)", source=source)
+        out = cal.transform(scores, frame[cols])
+    else:
+        out = cal.transform(scores)
+    if out.ndim == 1:
+        return {"calibrated_score": out}
+    return {f"calibrated_score_{c}": out[:, i] for i, c in enumerate(classes)}

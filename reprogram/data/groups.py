@@ -186,8 +186,16 @@ class GroupEncoder:
         self.names_ = [self._name(c) for c in self._combos]
         return group_codes
 
-    def transform(self, sensitive: Any) -> np.ndarray:
+    def transform(self, sensitive: Any, *, unknown: str = "error") -> np.ndarray:
+        """Group ids of new rows, coded with the fitted groups.
+
+        ``unknown="error"`` (default) refuses a value or a combination not seen when
+        fitting; ``unknown="code"`` gives such rows the id -1 instead (a calibrator sends
+        them to its global map).
+        """
         self._check_fitted()
+        if unknown not in ("error", "code"):
+            raise InputError(f"unknown= must be 'error' or 'code', not {unknown!r}")
         cols = as_columns(sensitive)
         if len(cols) != len(self.columns_):
             raise InputError(
@@ -199,6 +207,11 @@ class GroupEncoder:
             if missing:
                 raise MissingValuesError(f"sensitive feature {name!r} has {missing} missing value(s) of {len(values)} rows")
             codes = pd.Index(levels).get_indexer(values)
+            if unknown == "code":
+                seen = codes >= 0
+                combo = np.where(seen, codes, -1) if combo is None else np.where(
+                    (combo >= 0) & seen, combo * len(levels) + codes, -1)
+                continue
             if (codes < 0).any():
                 unseen = sorted({str(v) for v in np.asarray(values)[codes < 0]})[:5]
                 raise GroupError(f"sensitive feature {name!r} has values not seen when fitting: {', '.join(unseen)}")
@@ -206,6 +219,8 @@ class GroupEncoder:
         pos = np.searchsorted(self._combos, combo)
         pos = np.minimum(pos, len(self._combos) - 1)
         bad = self._combos[pos] != combo
+        if unknown == "code":
+            return np.where(bad, -1, pos)
         if bad.any():
             first = int(combo[np.flatnonzero(bad)[0]])
             raise GroupError(f"group {self._name(first)!r} was not present when fitting")
