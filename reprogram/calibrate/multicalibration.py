@@ -453,6 +453,12 @@ class Multicalibrator:
                 "raise max_iter, alpha or min_cell_size", UserWarning, stacklevel=2)
         return s.astype(np.float64)
 
+    @property
+    def encoder_(self) -> GroupEncoder:
+        """The encoder of the sensitive columns (``encoder_.columns_`` names them), as GroupCalibrator has."""
+        self._check_fitted()
+        return self._groups.enc
+
     # ---- inference
     def transform(self, scores: Any, sensitive: Any, features: Any = None) -> np.ndarray:
         """Replay the fitted patches, in order, on new rows (float64 copy of a float32 result).

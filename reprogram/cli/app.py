@@ -22,7 +22,7 @@ app = typer.Typer(
 
 # Options that take one or more values: `--sensitive sex race` is read as
 # `--sensitive sex --sensitive race` (click has no "one or more values" option).
-MULTI_VALUE_OPTIONS = {"--sensitive", "--score", "--features", "--values", "--lambdas"}
+MULTI_VALUE_OPTIONS = {"--sensitive", "--score", "--features", "--values", "--lambdas", "--keep"}
 
 
 def _version(value: bool) -> None:

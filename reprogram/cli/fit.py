@@ -173,6 +173,8 @@ def apply_command(
     allow_pickle: bool = ALLOW_PICKLE,
     calibrator_dir: Path = typer.Option(None, "--calibrator", help="A calibrator folder (`reprogram calibrate`): "
                                                                    "adds calibrated_score column(s)."),
+    keep: list[str] = typer.Option(None, "--keep", help="Input columns to copy into the predictions "
+                                                         "(e.g. --keep label sex race, for calibrate or metrics)."),
 ) -> None:
     """Predict with the model (and its trigger): id, score (or score_<class>) and pred columns."""
     import pandas as pd
@@ -185,6 +187,13 @@ def apply_command(
         raise InputError(f"--out must end in .csv or .parquet, got {out.name}")
     model, dev = load_model(model_path, allow_pickle, device)
     frame = read_table(data)
+    if keep:
+        from reprogram.data import require_columns
+
+        require_columns(frame, keep, role="column to keep", source=str(data))
+        taken = {"id", "score", "pred"}
+        if set(keep) & taken or any(str(k).startswith(("score_", "calibrated_score")) for k in keep):
+            raise InputError(f"--keep columns may not be named id, score, pred, score_* or calibrated_score*: {keep}")
     # apply needs no label or group: constant stand-ins let the one loader read the inputs
     stand_in = model.classes[0] if model.classes else 0
     frame = frame.assign(__label__=stand_in, __group__="all")
@@ -204,6 +213,8 @@ def apply_command(
     cols["pred"] = np.asarray(classes, dtype=object)[proba.argmax(1)]
     if calibrator_dir is not None:
         cols.update(_calibrated_columns(calibrator_dir, proba, frame, classes, str(data)))
+    for k in keep or []:
+        cols[k] = frame[k].to_numpy()
     table = pd.DataFrame(cols)
     with atomic_path(out) as tmp:
         table.to_parquet(tmp, index=False) if out.suffix.lower() == ".parquet" else table.to_csv(tmp, index=False)
