@@ -37,3 +37,16 @@ def test_trigger_benchmarks_quick_runs(tmp_path):
     assert q["transfer"] and q["tabular"]["chosen"]
     s = json.loads(speed.read_text())["cases"]
     assert all(c["floor"] > 0 and c["trigger step"] > 0 for c in s.values())
+
+
+@pytest.mark.slow
+def test_calibration_quality_quick_run(tmp_path):
+    out = tmp_path / "cq.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "calibration_quality.py"), "--quick",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    auto = result["summary"]["group auto (sex)"]
+    raw = result["summary"]["raw scores"]
+    assert auto["max_group_ece"]["mean"] < raw["max_group_ece"]["mean"]
+    assert set(result["checks"]) and auto["ece_noise_floor"] > 0
