@@ -146,7 +146,7 @@ def run_seed(name: str, seed: int, epochs: int, alpha: float) -> dict:
         rows[label]["within_auc_change"] = rows[label]["within_group_auc"] - within_raw
         if label.startswith("multicalibration"):
             rows[label]["noise_floor"] = noise_floor(out, g_test, seed)
-        if label.startswith("group auto (") and "x" not in label:
+        if label == f"group auto ({attr})":
             rows[label]["ece_noise_floor"] = ece_noise_floor(out, g_test[attr], seed)
     return {"seed": seed, "attribute": attr, "rows": rows, "n_fit": len(s_fit), "n_test": len(s_test),
             "train_s": train_s}
