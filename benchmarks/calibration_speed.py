@@ -151,7 +151,7 @@ def fit_part(n: int, n_rounds: int) -> list[dict]:
 
         return run
 
-    def sk_predict(fitted: dict, fitter_of) -> np.ndarray:
+    def sk_predict(fitted: dict) -> np.ndarray:
         out = np.empty(n)
         for k, f in fitted.items():
             if k == "global":
@@ -171,31 +171,24 @@ def fit_part(n: int, n_rounds: int) -> list[dict]:
         chosen = {k: cal.methods_[str(k)] for k in range(N_GROUPS)}
         chosen["global"] = cal.methods_["(global)"]
         n_iso = sum(v == "isotonic" for k, v in chosen.items() if k != "global")
-        baselines = [("sigmoid", sk_sigmoid)] if method == "platt" else [("isotonic", sk_iso)]
-        if method == "platt":
-            baselines.append(("logreg", sk_logreg))
-        if method == "auto":
-            baselines = [("isotonic|sigmoid", lambda rows, _c=None: None)]  # placeholder, replaced below
-        for base_name, base in baselines:
-            if method == "auto":
-                def fitter_of(k):
-                    return sk_iso if chosen[k] == "isotonic" else sk_sigmoid
-            else:
-                def fitter_of(k, _b=base):
-                    return _b
+        if method == "isotonic":
+            cases = [("IsotonicRegression", lambda k: sk_iso)]
+        elif method == "platt":
+            cases = [("_SigmoidCalibration", lambda k: sk_sigmoid), ("LogisticRegression", lambda k: sk_logreg)]
+        else:  # what "auto" chose for each group
+            cases = [("as auto chose", lambda k: sk_iso if chosen[k] == "isotonic" else sk_sigmoid)]
+        for base_name, fitter_of in cases:
             fns = {
                 "ours": lambda m=method: GroupCalibrator(method=m).fit(s, y, g),
                 "sk": loop(fitter_of, False),
                 "sk+global": loop(fitter_of, True),
             }
-            if base_name == "logreg":  # ours was timed on the sigmoid row already; time it again alongside
-                pass
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 t = rounds(fns, n_rounds, warmup=0)
                 fitted = fns["sk"]()
             ours = cal.transform(s, g)
-            diff = float(np.max(np.abs(ours - sk_predict(fitted, fitter_of))))
+            diff = float(np.max(np.abs(ours - sk_predict(fitted))))
             st = {k: stats(v) for k, v in t.items()}
             rows_out.append({
                 "method": method, "baseline": base_name, "rows": n, "groups": N_GROUPS,
