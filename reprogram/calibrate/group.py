@@ -47,6 +47,17 @@ def _usable(y: np.ndarray, n_classes: int) -> str | None:
     return None
 
 
+def _rows_by_key(keys: np.ndarray, n_keys: int):
+    """``(key, row indices)`` for every key present: one stable sort, no pass per key."""
+    order = np.argsort(keys, kind="stable")
+    counts = np.bincount(keys, minlength=n_keys)
+    start = 0
+    for k, c in enumerate(counts):
+        if c:
+            yield k, order[start:start + c]
+        start += c
+
+
 class GroupCalibrator(BaseEstimator):
     """One calibration map per group of the sensitive columns (see the module docstring).
 
@@ -221,21 +232,23 @@ class GroupCalibrator(BaseEstimator):
 
     def _transform_codes(self, s: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """The transform of checked scores ``s`` for group ids ``codes`` (-1: unknown group)."""
-        codes = np.where((codes < 0) | (codes >= len(self.groups_)), len(self.groups_), codes)
-        mine = np.array(self.map_of_group_ + [GLOBAL], dtype=object)[codes]
-        parent = np.array(self.parent_of_group_ + [GLOBAL], dtype=object)[codes]
-        w = np.array(self.weights_ + [1.0])[codes]
+        g = len(self.groups_)
+        codes = np.where((codes < 0) | (codes >= g), g, codes)  # unknown -> the extra last entry: global
+        names = list(self.maps_)
+        slot = {name: i for i, name in enumerate(names)}
+        dtype = np.int16 if len(names) < 2**15 else np.int64  # small ints: numpy's stable sort is a radix sort
+        mine = np.array([slot[n] for n in self.map_of_group_] + [slot[GLOBAL]], dtype=dtype)[codes]
         out = np.empty_like(s)
-        for name in np.unique(mine):
-            rows = mine == name
-            out[rows] = self.maps_[name].transform(s[rows])
+        for i, rows in _rows_by_key(mine, len(names)):
+            out[rows] = self.maps_[names[i]]._apply(s[rows])
+        w = np.array(self.weights_ + [1.0])[codes]
         if (w < 1).any():
-            blend = np.empty_like(s)
-            for name in np.unique(parent[w < 1]):
-                rows = (parent == name) & (w < 1)
-                blend[rows] = self.maps_[name].transform(s[rows])
-            ww = w[:, None] if s.ndim == 2 else w
-            out = np.where(ww < 1, ww * out + (1 - ww) * blend, out)
+            blended = np.flatnonzero(w < 1)
+            parent = np.array([slot[n] for n in self.parent_of_group_] + [slot[GLOBAL]], dtype=dtype)[codes[blended]]
+            for i, rows in _rows_by_key(parent, len(names)):
+                at = blended[rows]
+                ww = w[at, None] if s.ndim == 2 else w[at]
+                out[at] = ww * out[at] + (1 - ww) * self.maps_[names[i]]._apply(s[at])
         return out
 
     def __call__(self, scores: Any, sensitive: Any) -> np.ndarray:

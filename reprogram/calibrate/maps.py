@@ -122,6 +122,10 @@ class CalibrationMap(BaseEstimator):
         self._check_fitted()
         s = check_scores(scores)
         self._check_width(s)
+        return self._apply(s)
+
+    def _apply(self, s: np.ndarray) -> np.ndarray:
+        """The map on scores already checked (callers that split checked data skip re-checking)."""
         if s.ndim == 1:
             return table_values(self.tables_[0], s)
         if self.multiclass_native:
