@@ -104,7 +104,7 @@ class GroupCalibrator(BaseEstimator):
         name = self.method.get(key, "auto") if isinstance(self.method, Mapping) else self.method
         if name != "auto":
             return name
-        rare = np.bincount(y).min() if self.n_classes_ == 2 else np.bincount(y, minlength=self.n_classes_).max()
+        rare = np.bincount(y, minlength=self.n_classes_).min()
         if len(y) >= self.isotonic_min_size and rare >= self.isotonic_min_size // 10:
             return "isotonic"
         return "platt" if self.n_classes_ == 2 else "temperature"
@@ -144,11 +144,15 @@ class GroupCalibrator(BaseEstimator):
                 return str(parts[0][1])
             return "|".join(f"{c}={v}" for c, v in parts)
 
+        masks: dict[tuple, np.ndarray] = {}
+
         def rows_of(key: tuple) -> np.ndarray:
-            mask = np.ones(len(s), dtype=bool)
-            for j, v in key:
-                mask &= row_levels[:, j] == v
-            return mask
+            if key not in masks:
+                mask = np.ones(len(s), dtype=bool)
+                for j, v in key:
+                    mask &= row_levels[:, j] == v
+                masks[key] = mask
+            return masks[key]
 
         def problem(key: tuple) -> str | None:
             if key not in usable_cache:
