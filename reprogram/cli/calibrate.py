@@ -199,13 +199,11 @@ def _example_inputs(model, data: Path | None, text: str | None, image: str | Non
     import torch
 
     if data is not None:
-        from reprogram.data import load_dataset_like, read_table
+        from reprogram.cli.fit import inputs_dataset
+        from reprogram.data import read_table
 
         frame = read_table(data).iloc[:rows].reset_index(drop=True)
-        stand_in = model.classes[0] if model.classes else 0
-        ds = load_dataset_like(frame.assign(__label__=stand_in, __group__="all"), model.meta | {"input_kind": model.input_kind},
-                               label="__label__", sensitive="__group__", text=text, image=image,
-                               base_dir=Path(data).resolve().parent)
+        ds = inputs_dataset(frame, model, text, image, Path(data).resolve().parent)
         return torch.stack([ds[i][0] for i in range(len(ds))]), frame
     gen = torch.Generator().manual_seed(0)
     meta = model.meta

@@ -44,6 +44,19 @@ def model_dataset(table, model, label, sensitive, text, image):
                              text=text, image=image)
 
 
+def inputs_dataset(frame, model, text, image, base_dir):
+    """The model inputs of a table that need not have labels or groups (apply, export).
+
+    The one loader wants a label and a group: constant stand-ins let it read the inputs.
+    """
+    from reprogram.data import load_dataset_like
+
+    stand_in = model.classes[0] if model.classes else 0
+    return load_dataset_like(frame.assign(__label__=stand_in, __group__="all"),
+                             model.meta | {"input_kind": model.input_kind}, label="__label__",
+                             sensitive="__group__", text=text, image=image, base_dir=base_dir)
+
+
 @app.command("fit")
 def fit_command(
     model_path: Path = MODEL, data: Path = DATA, label: str = LABEL, sensitive: list[str] = SENSITIVE_OPTION,
@@ -194,14 +207,7 @@ def apply_command(
         taken = {"id", "score", "pred"}
         if set(keep) & taken or any(str(k).startswith(("score_", "calibrated_score")) for k in keep):
             raise InputError(f"--keep columns may not be named id, score, pred, score_* or calibrated_score*: {keep}")
-    # apply needs no label or group: constant stand-ins let the one loader read the inputs
-    stand_in = model.classes[0] if model.classes else 0
-    frame = frame.assign(__label__=stand_in, __group__="all")
-    from reprogram.data import load_dataset_like
-
-    meta = model.meta | {"input_kind": model.input_kind}
-    ds = load_dataset_like(frame, meta, label="__label__", sensitive="__group__", text=text, image=image,
-                           base_dir=Path(data).resolve().parent)
+    ds = inputs_dataset(frame, model, text, image, Path(data).resolve().parent)
     trig = load_trigger(trigger_dir, model)[0].to(dev) if trigger_dir is not None else None
     proba = predict(model, trig, ds, dev)
     classes = model.classes or list(range(proba.shape[1]))
