@@ -9,5 +9,6 @@ from reprogram.cli.app import app, main
 
 # Each module registers its commands on `app` when imported.
 from reprogram.cli import calibrate, demo, fit, metrics, train  # noqa: E402,F401  isort: skip
+from reprogram.cli import explain  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "main"]
