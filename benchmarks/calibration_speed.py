@@ -22,8 +22,11 @@
    calibrator's torch module, and the same with the numpy ``calibrator.transform``;
    ONNX: the graph from ``export_onnx``. Median of single-call latencies, interleaved.
 
-Every contender of a table runs in turn within each round (these machines are noisy),
-after warm-up; ratios are of medians. Prints one table per part and a summary, writes JSON.
+Every contender of a table runs in turn within each round (these machines are noisy,
+and other work on them shows in the load average recorded in the JSON), after warm-up;
+ratios are of medians. Prints one table per part and a summary, writes JSON. The full
+run takes 2-3 minutes on 2 cores and peaks at ~9 GB of memory (onnxruntime's arenas at
+10M scores); ``--quick`` (500k scores) takes ~20 s.
 
     python benchmarks/calibration_speed.py [--quick] [--parts fit,apply,latency] [--out FILE]
 """
@@ -94,7 +97,8 @@ def machine() -> dict:
         pass
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
             "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "numpy": np.__version__,
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "sklearn": sklearn.__version__}
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "sklearn": sklearn.__version__,
+            "load_avg_1min_at_start": os.getloadavg()[0]}
 
 
 def grouped_scores(n: int, seed: int = 0, params_seed: int = 0):
@@ -129,9 +133,13 @@ def fit_part(n: int, n_rounds: int) -> list[dict]:
 
     s, y, g = grouped_scores(n)
     z = logit(s)
+    # scikit-learn fits isotonic regression in the input's dtype; given these float32
+    # scores it lands up to ~4e-2 away from its own float64 fit, so it gets float64 (as
+    # GroupCalibrator computes), converted once outside the timing
+    s64 = s.astype(np.float64)
 
     def sk_iso(rows):
-        return IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(s[rows], y[rows])
+        return IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(s64[rows], y[rows])
 
     def sk_sigmoid(rows):
         return _SigmoidCalibration().fit(z[rows], y[rows])
@@ -158,7 +166,7 @@ def fit_part(n: int, n_rounds: int) -> list[dict]:
                 continue
             rows = g == k
             if isinstance(f, IsotonicRegression):
-                out[rows] = f.predict(s[rows])
+                out[rows] = f.predict(s64[rows])
             elif isinstance(f, LogisticRegression):
                 out[rows] = f.predict_proba(z[rows, None])[:, 1]
             else:
@@ -176,7 +184,7 @@ def fit_part(n: int, n_rounds: int) -> list[dict]:
         elif method == "platt":
             cases = [("_SigmoidCalibration", lambda k: sk_sigmoid), ("LogisticRegression", lambda k: sk_logreg)]
         else:  # what "auto" chose for each group
-            cases = [("as auto chose", lambda k: sk_iso if chosen[k] == "isotonic" else sk_sigmoid)]
+            cases = [("as auto chose", lambda k, c=chosen: sk_iso if c[k] == "isotonic" else sk_sigmoid)]
         for base_name, fitter_of in cases:
             fns = {
                 "ours": lambda m=method: GroupCalibrator(method=m).fit(s, y, g),
@@ -206,7 +214,10 @@ def fit_table(rows: list[dict]) -> None:
     sizes = np.bincount(grouped_scores(r0["rows"])[2], minlength=N_GROUPS)
     t = Table(title=f"1. Fitting GroupCalibrator vs a per-group scikit-learn loop ({r0['rows']:,} float32 scores, "
                     f"{N_GROUPS} groups of {sizes.min():,}..{sizes.max():,} rows), median s",
-              title_justify="left")
+              title_justify="left",
+              caption="max |diff|: GroupCalibrator.transform vs the loop's predictions on the fitted rows. "
+                      "LogisticRegression fits plain 0/1 targets, Platt (ours and _SigmoidCalibration) "
+                      "Platt's smoothed targets, hence its larger diff.", caption_justify="left")
     for c in ("method", "sklearn per group", "isotonic groups", "GroupCalibrator s", "sklearn loop s", "speed-up",
               "loop + global s", "speed-up", "max |diff|"):
         t.add_column(c, justify="right")
@@ -262,17 +273,17 @@ def apply_part(n: int, n_fit: int, n_group_fit: int, n_rounds: int, n_group_roun
     export_calibrator_onnx(iso, tmp / "iso.onnx")
 
     x = (1.0 / (1.0 + np.exp(-np.random.default_rng(2).normal(0.3, 1.5, n)))).astype(np.float32)
-    s1, sn = ort_session(tmp / "iso.onnx", 1), ort_session(tmp / "iso.onnx", threads)
-    got = s1.run(None, {"score": x[:1_000_000]})[0]
+    ses = {"map_1": ort_session(tmp / "iso.onnx", 1), "map_all": ort_session(tmp / "iso.onnx", threads)}
+    got = ses["map_1"].run(None, {"score": x[:1_000_000]})[0]
     map_diff = float(np.max(np.abs(got - np.interp(x[:1_000_000], tab.x, tab.y))))
 
     # the naive O(N*K) graph needs N*K bytes for the comparison and 8*N*K for its int64 sum
-    n_naive = int(min(n, max(10_000, 1.2e9 // (9 * k))))
+    n_naive = int(min(n, max(10_000, 0.6e9 // (9 * k))))
     naive = NaiveInterp(np.asarray(tab.x), np.asarray(tab.y))
     export_naive(naive, tmp / "naive.onnx")
     xn = x[:n_naive]
-    v1, vn = ort_session(tmp / "naive.onnx", 1), ort_session(tmp / "naive.onnx", threads)
-    naive_diff = float(np.max(np.abs(v1.run(None, {"score": xn})[0] - np.interp(xn, tab.x, tab.y))))
+    ses["naive_1"], ses["naive_all"] = ort_session(tmp / "naive.onnx", 1), ort_session(tmp / "naive.onnx", threads)
+    naive_diff = float(np.max(np.abs(ses["naive_1"].run(None, {"score": xn})[0] - np.interp(xn, tab.x, tab.y))))
     module = iso.to_module().eval()
     xt = torch.from_numpy(x)
 
@@ -283,11 +294,11 @@ def apply_part(n: int, n_fit: int, n_group_fit: int, n_rounds: int, n_group_roun
     fns = {
         "np.interp": lambda: np.interp(x, tab.x, tab.y),
         "IsotonicMap.transform": lambda: iso.transform(x),
-        "onnx_1": lambda: s1.run(None, {"score": x}),
-        "onnx_all": lambda: sn.run(None, {"score": x}),
+        "onnx_1": lambda: ses["map_1"].run(None, {"score": x}),
+        "onnx_all": lambda: ses["map_all"].run(None, {"score": x}),
         "torch_eager": torch_eager,
-        "naive_onnx_1": lambda: v1.run(None, {"score": xn}),
-        "naive_onnx_all": lambda: vn.run(None, {"score": xn}),
+        "naive_onnx_1": lambda: ses["naive_1"].run(None, {"score": xn}),
+        "naive_onnx_all": lambda: ses["naive_all"].run(None, {"score": xn}),
     }
     # warm-up twice: onnxruntime's memory arena grows over the first runs at this size
     t = rounds(fns, n_rounds, warmup=2)
@@ -295,7 +306,7 @@ def apply_part(n: int, n_fit: int, n_group_fit: int, n_rounds: int, n_group_roun
     for name in ("naive_onnx_1", "naive_onnx_all"):
         st = single[name]
         st["scaled_to_n_s"] = st["median_s"] * n / n_naive
-    del s1, sn, v1, vn
+    ses.clear()  # frees their memory arenas (~GBs at 10M scores)
 
     # 64 groups: the GroupCalibrator of part 1 (isotonic), applied to n scores
     s, y, g = grouped_scores(n_group_fit)
@@ -303,15 +314,15 @@ def apply_part(n: int, n_fit: int, n_group_fit: int, n_rounds: int, n_group_roun
     knots = [len(m.tables_[0].x) for m in cal.maps_.values()]
     export_calibrator_onnx(cal, tmp / "group.onnx")
     xs, _, gs = grouped_scores(n, seed=3)
-    s1, sn = ort_session(tmp / "group.onnx", 1), ort_session(tmp / "group.onnx", threads)
+    ses = {"1": ort_session(tmp / "group.onnx", 1), "all": ort_session(tmp / "group.onnx", threads)}
     feeds = {"score": xs, "group": gs.astype(np.int64)}
     m = 1_000_000
-    group_diff = float(np.max(np.abs(s1.run(None, {"score": xs[:m], "group": feeds["group"][:m]})[0]
+    group_diff = float(np.max(np.abs(ses["1"].run(None, {"score": xs[:m], "group": feeds["group"][:m]})[0]
                                      - cal.transform(xs[:m], gs[:m]))))
     fns = {
         "GroupCalibrator.transform": lambda: cal.transform(xs, gs),
-        "onnx_1": lambda: s1.run(None, feeds),
-        "onnx_all": lambda: sn.run(None, feeds),
+        "onnx_1": lambda: ses["1"].run(None, feeds),
+        "onnx_all": lambda: ses["all"].run(None, feeds),
     }
     t = rounds(fns, n_group_rounds, warmup=1)
     grouped = {name: stats(ts) for name, ts in t.items()}
@@ -378,76 +389,94 @@ def apply_table(r: dict) -> None:
 # --- 3. latency of the fused export ----------------------------------------------------
 def latency_part(n_fit: int, reps: dict[int, int], tmp: Path) -> dict:
     from reprogram.calibrate import GroupCalibrator, export_onnx
+    from reprogram.errors import ExportError
     from reprogram.models import load_frozen
     from reprogram.train.models import mlp
     from reprogram.triggers import FeatureTrigger
 
-    torch.manual_seed(0)
+    seed = 2
+    torch.manual_seed(seed)
     net = mlp(n_features=100, n_classes=2).eval()
+    # a freshly initialised MLP puts every score within ~0.03 of 0.5; a larger output
+    # layer spreads them over (0.01, 0.98) as a trained model's are (speed is the same)
+    with torch.no_grad():
+        net.head.weight.mul_(30.0)
     torch.jit.script(net).save(str(tmp / "mlp.pt"))
     model = load_frozen(tmp / "mlp.pt")
     trigger = FeatureTrigger(100).eval()
-    with torch.no_grad():
-        trigger.theta.normal_(0.0, 0.1)
-    rng = np.random.default_rng(4)
+    rng = np.random.default_rng(seed)
     X = torch.from_numpy(rng.normal(size=(n_fit, 100)).astype(np.float32))
     groups = rng.integers(0, 4, n_fit)
     with torch.no_grad():
         p = torch.softmax(model(trigger(X)), -1)[:, 1].numpy().astype(np.float64)
     # labels miscalibrated against the model's score, differently per group
-    zz = (p - p.mean()) / p.std()
-    y = (rng.random(n_fit) < 1.0 / (1.0 + np.exp(-((1.0 + 0.5 * groups) * zz + 0.3 * (groups - 1.5))))).astype(int)
+    zz = np.log(p / (1.0 - p))
+    y = (rng.random(n_fit) < 1.0 / (1.0 + np.exp(-((0.6 + 0.3 * groups) * zz + 0.3 * (groups - 1.5))))).astype(int)
     cal = GroupCalibrator(method="isotonic").fit(p, y, groups)
-    export_onnx(model, trigger, cal, path=tmp / "fused.onnx", example=X[:256], groups=groups[:256])
+    export_note = None
+    try:
+        export_onnx(model, trigger, cal, path=tmp / "fused.onnx", example=X[:256], groups=groups[:256])
+    except ExportError as e:
+        # export_onnx compares the graph's calibrated output with the numpy map at the
+        # probability torch computes; the model's float32 logits in onnxruntime differ
+        # by ~1e-6, which a steep isotonic segment (slopes of 1e3..1e5 between knots
+        # one float32 step apart) magnifies past 1e-5. Speed is what is measured here.
+        export_note = f"export_onnx refused at atol 1e-5 ({e}); exported with atol 1e-3"
+        console.print(f"[yellow]note:[/yellow] {export_note}")
+        export_onnx(model, trigger, cal, path=tmp / "fused.onnx", example=X[:256], groups=groups[:256], atol=1e-3)
     cal_module = cal.to_module().eval()
     threads = torch.get_num_threads()
     sess = {1: ort_session(tmp / "fused.onnx", 1), threads: ort_session(tmp / "fused.onnx", threads)}
 
     out = {"torch_threads": threads, "calibrator_knots": [len(m.tables_[0].x) for m in cal.maps_.values()],
-           "batches": {}}
-    for batch, n_rep in reps.items():
-        xb = X[:batch].clone()
-        gb = groups[:batch].copy()
-        gt = torch.from_numpy(gb.astype(np.int64))
-        xnp, gnp = xb.numpy(), gb.astype(np.int64)
+           "export_note": export_note, "rows": []}
+    try:
+        for batch, n_rep in reps.items():
+            xb = X[:batch].clone()
+            gb = groups[:batch].copy()
+            gt = torch.from_numpy(gb.astype(np.int64))
+            feeds = {"input": xb.numpy(), "group": gb.astype(np.int64)}
 
-        def eager():
-            with torch.no_grad():
-                return cal_module(torch.softmax(model(trigger(xb)), -1)[:, 1], gt)
+            def eager(xb=xb, gt=gt):
+                with torch.no_grad():
+                    return cal_module(torch.softmax(model(trigger(xb)), -1)[:, 1], gt)
 
-        def eager_numpy():
-            with torch.no_grad():
-                q = torch.softmax(model(trigger(xb)), -1)[:, 1]
-            return cal.transform(q.numpy(), gb)
+            def eager_numpy(xb=xb, gb=gb):
+                with torch.no_grad():
+                    q = torch.softmax(model(trigger(xb)), -1)[:, 1]
+                return cal.transform(q.numpy(), gb)
 
-        fns = {"eager": eager, "eager_numpy": eager_numpy}
-        for th, se in sess.items():
-            fns[f"onnx_{th}"] = lambda se=se: se.run(None, {"input": xnp, "group": gnp})
-        got = sess[threads].run(None, {"input": xnp, "group": gnp})[0]
-        diff = float(np.max(np.abs(got - eager().numpy())))
-        t = rounds(fns, n_rep, warmup=10)
-        st = {k: stats(v) for k, v in t.items()}
-        base = st["eager"]["median_s"]
-        out["batches"][batch] = {"repeats": n_rep, "times": st, "max_abs_diff_onnx_vs_eager": diff,
-                                 "ratios_vs_eager": {k: v["median_s"] / base for k, v in st.items()},
-                                 "ratio_onnx_vs_eager_numpy":
-                                     st[f"onnx_{threads}"]["median_s"] / st["eager_numpy"]["median_s"]}
+            diff = float(np.max(np.abs(sess[threads].run(None, feeds)[0] - eager().numpy())))
+            # torch and onnxruntime get the same number of threads, 1 and then all of them
+            for th, se in sess.items():
+                torch.set_num_threads(th)
+                fns = {"eager": eager, "eager_numpy": eager_numpy,
+                       "onnx": lambda se=se, feeds=feeds: se.run(None, feeds)}
+                st = {k: stats(v) for k, v in rounds(fns, n_rep, warmup=10).items()}
+                out["rows"].append({
+                    "batch": batch, "threads": th, "repeats": n_rep, "times": st, "max_abs_diff_onnx_vs_eager": diff,
+                    "ratio_onnx_vs_eager": st["onnx"]["median_s"] / st["eager"]["median_s"],
+                    "ratio_onnx_vs_eager_numpy": st["onnx"]["median_s"] / st["eager_numpy"]["median_s"]})
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
 def latency_table(r: dict) -> None:
-    th = r["torch_threads"]
     t = Table(title="3. Fused ONNX (trigger + MLP 100-512-256-64-2 + isotonic GroupCalibrator, 4 groups) vs PyTorch "
-                    f"eager ({th} torch threads), median latency per call", title_justify="left")
-    for c in ("batch", "repeats", "eager torch", "eager + numpy cal.", "ONNX ORT 1 thread", f"ONNX ORT {th} threads",
-              "ONNX/eager (1 thr)", f"ONNX/eager ({th} thr)", f"ONNX/eager+numpy ({th} thr)"):
+                    "eager, same thread count for torch and onnxruntime, median latency per call",
+              title_justify="left")
+    for c in ("batch", "threads", "repeats", "eager torch", "eager + numpy cal.", "ONNX (ORT)", "ONNX / eager",
+              "ONNX / eager+numpy"):
         t.add_column(c, justify="right")
-    for batch, b in r["batches"].items():
-        st, rt = b["times"], b["ratios_vs_eager"]
-        us = lambda k: f"{st[k]['median_s'] * 1e6:.0f} us"  # noqa: E731
-        t.add_row(str(batch), str(b["repeats"]), us("eager"), us("eager_numpy"), us("onnx_1"), us(f"onnx_{th}"),
-                  f"{rt['onnx_1']:.2f}x", f"{rt[f'onnx_{th}']:.2f}x", f"{b['ratio_onnx_vs_eager_numpy']:.2f}x")
+    for row in r["rows"]:
+        st = row["times"]
+        t.add_row(str(row["batch"]), str(row["threads"]), str(row["repeats"]),
+                  *(f"{st[k]['median_s'] * 1e6:.0f} us" for k in ("eager", "eager_numpy", "onnx")),
+                  f"{row['ratio_onnx_vs_eager']:.2f}x", f"{row['ratio_onnx_vs_eager_numpy']:.2f}x")
     console.print(t)
+    if r["export_note"]:
+        console.print(f"   note: {r['export_note']}")
 
 
 # --- main ------------------------------------------------------------------------------
@@ -472,11 +501,9 @@ def summary(result: dict) -> None:
         t.add_row(f"ONNX 64-group map / GroupCalibrator.transform, ORT 1 / {th} threads",
                   f"{gr['ratio_onnx_1_vs_numpy']:.2f}x / {gr['ratio_onnx_all_vs_numpy']:.2f}x", "-", "-")
     if "latency" in result:
-        lat = result["latency"]
-        th = lat["torch_threads"]
-        for batch, b in lat["batches"].items():
-            t.add_row(f"fused ONNX / eager torch, batch {batch}, ORT 1 / {th} threads",
-                      f"{b['ratios_vs_eager']['onnx_1']:.2f}x / {b['ratios_vs_eager'][f'onnx_{th}']:.2f}x",
+        for row in result["latency"]["rows"]:
+            t.add_row(f"fused ONNX / eager torch, batch {row['batch']}, {row['threads']} thread(s)",
+                      f"{row['ratio_onnx_vs_eager']:.2f}x ({row['ratio_onnx_vs_eager_numpy']:.2f}x vs eager+numpy)",
                       "none given", "-")
     console.print(t)
 
@@ -512,6 +539,7 @@ def main(argv=None) -> dict:
             latency_table(result["latency"])
     summary(result)
     result["wall_s"] = time.perf_counter() - t_start
+    result["machine"]["load_avg_1min_at_end"] = os.getloadavg()[0]
     from reprogram.io import atomic_write_text
 
     atomic_write_text(args.out, json.dumps(result, indent=2, default=float) + "\n")
