@@ -26,7 +26,7 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 from reprogram.calibrate.bank import MapBank
-from reprogram.calibrate.maps import MAPS, CalibrationMap, make_map, renormalize_torch
+from reprogram.calibrate.maps import MAPS, CalibrationMap, SoftmaxTemperatureModule, make_map, renormalize_torch
 from reprogram.calibrate.scores import check_labels, check_scores
 from reprogram.data.groups import GroupEncoder
 from reprogram.errors import GroupError, InputError, NotFittedError
@@ -360,7 +360,7 @@ class GroupCalibratorModule(nn.Module):
         self.register_buffer("parent", torch.tensor(p_slot, dtype=torch.int64))
         self.register_buffer("weight", torch.tensor(cal.weights_ + [1.0], dtype=torch.float32))
         self.register_buffer("offset", torch.tensor(offsets, dtype=torch.int64))
-        self.register_buffer("temperature", torch.tensor(temps, dtype=torch.float32))
+        self.softmax_t = SoftmaxTemperatureModule(torch.tensor(temps))
         self.register_buffer("is_temp", torch.tensor(is_temp, dtype=torch.bool))
         self.register_buffer("classes", torch.arange(max(self.n_classes, 2), dtype=torch.int64))
 
@@ -373,9 +373,7 @@ class GroupCalibratorModule(nn.Module):
             last = self.bank.n_tables - 1
             out = renormalize_torch(self.bank(score, table.clamp(max=last)))
         if self.has_temp:
-            t = self.temperature[slot].unsqueeze(-1)
-            soft = torch.softmax(torch.log(score.clamp(1e-7, 1.0)) / t, dim=-1)
-            out = torch.where(self.is_temp[slot].unsqueeze(-1), soft, out)
+            out = torch.where(self.is_temp[slot].unsqueeze(-1), self.softmax_t(score, slot), out)
         return out
 
     def forward(self, score: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
