@@ -16,10 +16,10 @@ one-vs-rest map one bank indexed by class. Being plain tensor ops, it exports to
 Why a hand-written lookup: ``torch.searchsorted`` does not export to ONNX, and the
 export-friendly ``(x.unsqueeze(-1) >= knots).sum(-1)`` costs O(N*K) time and memory
 (an isotonic map has hundreds of knots; scores come by millions). Here each table
-gets a uniform bucket grid over its knot range. A score's bucket is
-``floor((x - lo) * scale)``; the knots of the buckets before it are all below the score
-and those after it all above (floor of a monotone float expression is monotone), so
-only the knots of its own bucket remain, found by an unrolled binary search of
+gets a uniform bucket grid over its knot range (16 buckets per knot). A score's bucket
+is ``floor((x - lo) * scale)``; the knots of the buckets before it are all below the
+score and those after it all above (floor of a monotone float expression is monotone),
+so only the knots of its own bucket remain, found by an unrolled binary search of
 ``ceil(log2(width + 1))`` steps, where ``width`` is the most knots any (widened) bucket
 window holds -- usually 1 to 3 steps. Time O(N log w), memory O(N). The window spans
 the neighbouring buckets too, so a score that another runtime rounds into the next
@@ -78,125 +78,136 @@ def _next_pow2(n: int) -> int:
 
 
 class MapBank(nn.Module):
-    """Evaluate ``tables[table[i]]`` at ``score[i]`` for every element (any shape, same for both)."""
+    """Evaluate ``tables[table[i]]`` at ``score[i]`` for every element (any shape, same for both).
+
+    A bank of one table (a plain map) bakes that table's constants into the graph and
+    ignores ``table``; a bank whose tables are all of one kind skips the other kinds.
+    Each table's knots are followed by ``2**steps`` +inf entries, so the binary search
+    needs no bound check: it can never step past a knot greater than the score.
+    """
 
     def __init__(self, tables: Sequence[Table]):
         super().__init__()
         if not tables:
             raise ValueError("a MapBank needs at least one table")
-        n = len(tables)
-        kind = torch.tensor([KINDS.index(t.kind) for t in tables], dtype=torch.int64)
-        w = torch.tensor([t.w if t.kind == "sigmoid" else (0.0, 0.0, 0.0) for t in tables], dtype=torch.float32)
-        self.has = tuple(bool((kind == k).any()) for k in range(3))
-        self.register_buffer("kind", kind)
-        self.register_buffer("w", w)
+        kinds = [KINDS.index(t.kind) for t in tables]
+        self.n_tables = len(tables)
+        self.single = self.n_tables == 1
+        self.has = tuple(k in kinds for k in range(3))
+        self.mixed = sum(self.has) > 1
+        self.register_buffer("kind", torch.tensor(kinds, dtype=torch.int64))
+        w = [t.w if t.kind == "sigmoid" else (0.0, 0.0, 0.0) for t in tables]
+        self.register_buffer("w", torch.tensor(w, dtype=torch.float32))
+        self.w0 = tuple(float(v) for v in w[0])
         self._build_knots(tables)
-        self.n_tables = n
 
     def _build_knots(self, tables: Sequence[Table]) -> None:
-        # Knots of all tables concatenated; each table has its own bucket grid of M cells.
-        knotted = [t for t in tables if t.kind != "sigmoid"]
-        most = max((len(t.x) for t in knotted), default=1)
-        m = min(max(_next_pow2(2 * most), 8), 1 << 14)
-        xs, ys, slopes, k0, kn, v0, lo, scale = [], [], [], [], [], [], [], []
-        starts, ends = [], []
-        kx_total = vy_total = 0
+        knots = [np.asarray(t.x, dtype=np.float64) if t.kind != "sigmoid" else np.zeros(0) for t in tables]
+        values = [np.asarray(t.y, dtype=np.float64) if t.kind != "sigmoid" else np.zeros(0) for t in tables]
+        most = max(len(x) for x in knots)
+        # 16 buckets per knot keeps the windows to a few knots (1-3 search steps); the
+        # whole grid stays under 4M cells however many tables there are
+        m = max(8, min(_next_pow2(16 * most), 1 << 14))
+        while m > 8 and m * len(tables) > (1 << 22):
+            m //= 2
+        grids = []
         worst = 0
-        for t in tables:
-            if t.kind == "sigmoid":
-                x = np.zeros(0)
-                y = np.zeros(0)
-            else:
-                x = np.asarray(t.x, dtype=np.float64)
-                y = np.asarray(t.y, dtype=np.float64)
+        for x in knots:
             x32 = x.astype(np.float32)
-            k0.append(kx_total)
-            kn.append(len(x))
-            v0.append(vy_total)
-            if t.kind == "linear":
-                dx = np.diff(x)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    s = np.where(dx > 0, np.diff(y) / np.where(dx > 0, dx, 1.0), 0.0)
-                slopes.append(np.concatenate([s, [0.0]]))
-            else:
-                slopes.append(np.zeros(len(y)))
             if len(x):
                 a, b = np.float32(x32[0]), np.float32(x32[-1])
                 sc = np.float32(m / (b - a)) if b > a else np.float32(0.0)
-                kb = np.clip(np.floor((x32 - a) * sc), 0, m - 1).astype(np.int64)
-                cnt = np.bincount(kb, minlength=m)
+                cnt = np.bincount(np.clip(np.floor((x32 - a) * sc), 0, m - 1).astype(np.int64), minlength=m)
             else:
-                a, sc = np.float32(0.0), np.float32(0.0)
-                cnt = np.zeros(m, dtype=np.int64)
+                a, sc, cnt = np.float32(0.0), np.float32(0.0), np.zeros(m, dtype=np.int64)
             before = np.concatenate([[0], np.cumsum(cnt)])  # knots in buckets < b
-            # window of bucket b: buckets b-1..b+1, widened against runtime rounding
-            lo_b = before[np.maximum(np.arange(m) - 1, 0)]
-            hi_b = before[np.minimum(np.arange(m) + 2, m)]
-            worst = max(worst, int((hi_b - lo_b).max(initial=0)))
-            starts.append(lo_b + kx_total)
-            ends.append(hi_b + kx_total)
-            lo.append(float(a))
-            scale.append(float(sc))
-            xs.append(x)
-            ys.append(y)
-            kx_total += len(x)
-            vy_total += len(y)
+            # a bucket's window spans buckets b-1..b+1: a score another runtime rounds
+            # into the neighbouring bucket still finds its knot
+            start = before[np.maximum(np.arange(m) - 1, 0)]
+            end = before[np.minimum(np.arange(m) + 2, m)]
+            worst = max(worst, int((end - start).max(initial=0)))
+            grids.append((float(a), float(sc), start))
         self.m = m
-        self.steps = max(1, math.ceil(math.log2(worst + 1))) if worst else 0
-        cat = lambda parts, dt: torch.tensor(np.concatenate(parts) if parts else np.zeros(0), dtype=dt)  # noqa: E731
-        # a dummy knot keeps every gather in range when no table has knots
-        kx = cat(xs, torch.float32)
-        self.register_buffer("kx", kx if len(kx) else torch.zeros(1))
-        vy = cat(ys, torch.float32)
-        self.register_buffer("vy", vy if len(vy) else torch.zeros(1))
-        sl = cat(slopes, torch.float32)
-        self.register_buffer("slope", sl if len(sl) else torch.zeros(1))
-        self.register_buffer("k0", torch.tensor(k0, dtype=torch.int64))
-        self.register_buffer("kn", torch.tensor(kn, dtype=torch.int64))
-        self.register_buffer("v0", torch.tensor(v0, dtype=torch.int64))
-        self.register_buffer("lo", torch.tensor(lo, dtype=torch.float32))
-        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
-        self.register_buffer("b_start", cat(starts, torch.int64))
-        self.register_buffer("b_end", cat(ends, torch.int64))
-        self.register_buffer("x_first", torch.tensor([x[0] if len(x) else 0.0 for x in xs], dtype=torch.float32))
-        self.register_buffer("x_last", torch.tensor([x[-1] if len(x) else 0.0 for x in xs], dtype=torch.float32))
+        self.steps = math.ceil(math.log2(worst + 1)) if worst else 0
+        pad = 1 << self.steps
+        kx, vy, slope, k0, kn, v0, b_start = [], [], [], [], [], [], []
+        k_total = v_total = 0
+        for t, x, y, (a, sc, start) in zip(tables, knots, values, grids):
+            k0.append(k_total)
+            kn.append(len(x))
+            v0.append(v_total)
+            b_start.append(start + k_total)
+            kx.append(np.concatenate([x, np.full(pad, np.inf)]))
+            k_total += len(x) + pad
+            if t.kind == "linear":
+                dx = np.diff(x)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    sl = np.where(dx > 0, np.diff(y) / np.where(dx > 0, dx, 1.0), 0.0)
+                slope.append(np.concatenate([sl, [0.0]]))
+            else:
+                slope.append(np.zeros(len(y)))
+            vy.append(y)
+            v_total += len(y)
+        vy.append(np.zeros(1))  # keeps every gather in range when no table has values
+        slope.append(np.zeros(1))
+        f32 = lambda parts: torch.tensor(np.concatenate(parts), dtype=torch.float32)  # noqa: E731
+        i64 = lambda v: torch.tensor(np.asarray(v), dtype=torch.int64)  # noqa: E731
+        self.register_buffer("kx", f32(kx))
+        self.register_buffer("vy", f32(vy))
+        self.register_buffer("slope", f32(slope))
+        self.register_buffer("k0", i64(k0))
+        self.register_buffer("kn", i64(kn))
+        self.register_buffer("v0", i64(v0))
+        self.register_buffer("b_start", i64(np.concatenate(b_start)))
+        self.register_buffer("lo", torch.tensor([g[0] for g in grids], dtype=torch.float32))
+        self.register_buffer("scale", torch.tensor([g[1] for g in grids], dtype=torch.float32))
+        firsts = [x[0] if len(x) else 0.0 for x in knots]
+        lasts = [x[-1] if len(x) else 0.0 for x in knots]
+        self.register_buffer("x_first", torch.tensor(firsts, dtype=torch.float32))
+        self.register_buffer("x_last", torch.tensor(lasts, dtype=torch.float32))
+        # the one table of a plain map, as Python numbers the export bakes in
+        self.c = {"lo": float(np.float32(grids[0][0])), "scale": float(np.float32(grids[0][1])),
+                  "first": float(np.float32(firsts[0])), "last": float(np.float32(lasts[0])),
+                  "k0": k0[0], "v0": v0[0]}
 
-    def _count_le(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Global index just past the last knot of table ``t`` that is <= x (see module docstring)."""
-        m = self.m
-        b = torch.floor((x - self.lo[t]) * self.scale[t]).clamp(0, m - 1).to(torch.int64)
-        cell = t * m + b
-        pos = self.b_start[cell]
-        end = self.b_end[cell]
-        last = self.kx.shape[0] - 1
+    def _per(self, name: str, table: torch.Tensor):
+        """A per-table value for each element: a constant for a one-table bank."""
+        return self.c[name] if self.single else getattr(self, {"first": "x_first", "last": "x_last"}.get(name, name))[table]
+
+    def _count_le(self, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Global index just past the last knot of the element's table that is <= x (module docstring)."""
+        b = torch.floor((x - self._per("lo", table)) * self._per("scale", table)).clamp(0, self.m - 1).to(torch.int64)
+        pos = self.b_start[b if self.single else table * self.m + b]
         for s in range(self.steps - 1, -1, -1):
             cand = pos + (1 << s)
-            knot = self.kx[(cand - 1).clamp(0, last)]
-            pos = torch.where((cand <= end) & (knot <= x), cand, pos)
+            pos = torch.where(self.kx[cand - 1] <= x, cand, pos)
         return pos
 
     def forward(self, score: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(score)
-        kind = self.kind[table]
+        kind = self.kind[table] if self.mixed else None
         if self.has[SIGMOID]:
             q = score.clamp(EPS, 1.0 - EPS)
-            w = self.w[table]
-            z = w[..., 0] * torch.log(q) + w[..., 1] * torch.log1p(-q) + w[..., 2]
-            out = torch.where(kind == SIGMOID, torch.sigmoid(z), out)
-        if self.has[LINEAR] or self.has[STEP]:
-            k0 = self.k0[table]
-            kn = self.kn[table]
-            if self.has[LINEAR]:
-                # clamp to the knot range first: the map is constant outside it
-                xc = torch.minimum(torch.maximum(score, self.x_first[table]), self.x_last[table])
-                pos = self._count_le(xc, table)
-                seg = torch.minimum(torch.maximum(pos - 1, k0), k0 + kn - 1)
-                last_v = self.vy.shape[0] - 1  # rows of other kinds index past their (empty) tables
-                vseg = (self.v0[table] + (seg - k0)).clamp(0, last_v)
-                lin = self.vy[vseg] + (xc - self.kx[seg.clamp(0, self.kx.shape[0] - 1)]) * self.slope[vseg]
-                out = torch.where(kind == LINEAR, lin, out)
-            if self.has[STEP]:
-                pos = self._count_le(score, table)
-                step = self.vy[(self.v0[table] + (pos - k0)).clamp(0, self.vy.shape[0] - 1)]
-                out = torch.where(kind == STEP, step, out)
+            w = self.w[table] if not self.single else None
+            w1, w2, w3 = (self.w0 if self.single else (w[..., 0], w[..., 1], w[..., 2]))
+            sig = torch.sigmoid(w1 * torch.log(q) + w2 * torch.log1p(-q) + w3)
+            out = torch.where(kind == SIGMOID, sig, out) if self.mixed else sig
+        if self.has[LINEAR]:
+            # clamp to the knot range first: the map is constant outside it
+            xc = score.clamp(self.c["first"], self.c["last"]) if self.single else torch.minimum(
+                torch.maximum(score, self.x_first[table]), self.x_last[table])
+            seg = self._count_le(xc, table) - 1  # >= the table's first knot, as xc is
+            k0, v0 = self._per("k0", table), self._per("v0", table)
+            vseg = seg - k0 + v0
+            if self.mixed:  # rows of other kinds look past their (empty) tables: keep them in range
+                seg = seg.clamp(0, self.kx.shape[0] - 1)
+                vseg = vseg.clamp(0, self.vy.shape[0] - 1)
+            lin = self.vy[vseg] + (xc - self.kx[seg]) * self.slope[vseg]
+            out = torch.where(kind == LINEAR, lin, out) if self.mixed else lin
+        if self.has[STEP]:
+            vi = self._count_le(score, table) - self._per("k0", table) + self._per("v0", table)
+            if self.mixed:
+                vi = vi.clamp(0, self.vy.shape[0] - 1)
+            step = self.vy[vi]
+            out = torch.where(kind == STEP, step, out) if self.mixed else step
         return out

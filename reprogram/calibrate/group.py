@@ -129,7 +129,6 @@ class GroupCalibrator(BaseEstimator):
         for g, combo in enumerate(enc.to_dict()["combos"]):
             for j in range(n_cols - 1, -1, -1):
                 combo, decoded[g, j] = divmod(combo, len(enc.levels_[j]))
-        row_levels = decoded[codes]
 
         self.maps_: dict[str, CalibrationMap] = {}
         self.methods_: dict[str, str] = {}
@@ -144,32 +143,35 @@ class GroupCalibrator(BaseEstimator):
                 return str(parts[0][1])
             return "|".join(f"{c}={v}" for c, v in parts)
 
-        masks: dict[tuple, np.ndarray] = {}
+        # row indices per group from one stable sort; a parent's rows are its groups' rows
+        by_group = dict(_rows_by_key(codes, len(self.groups_)))
+        everyone = np.arange(len(s))
+        rows_cache: dict[tuple, np.ndarray] = {}
 
         def rows_of(key: tuple) -> np.ndarray:
-            if key not in masks:
-                mask = np.ones(len(s), dtype=bool)
-                for j, v in key:
-                    mask &= row_levels[:, j] == v
-                masks[key] = mask
-            return masks[key]
+            if not key:
+                return everyone
+            if key not in rows_cache:
+                match = np.all([decoded[:, j] == v for j, v in key], axis=0)
+                parts = [by_group[g] for g in np.flatnonzero(match) if g in by_group]
+                rows_cache[key] = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+            return rows_cache[key]
 
         def problem(key: tuple) -> str | None:
             if key not in usable_cache:
-                mask = rows_of(key)
-                n = int(mask.sum())
-                if n < self.min_group_size:
-                    usable_cache[key] = f"{n} rows < min_group_size {self.min_group_size}"
+                rows = rows_of(key)
+                if len(rows) < self.min_group_size:
+                    usable_cache[key] = f"{len(rows)} rows < min_group_size {self.min_group_size}"
                 else:
-                    usable_cache[key] = _usable(yy[mask], self.n_classes_)
+                    usable_cache[key] = _usable(yy[rows], self.n_classes_)
             return usable_cache[key]
 
         def fit_key(key: tuple) -> str:
             name = key_name(key)
             if name not in self.maps_:
-                mask = rows_of(key)
-                method = self._method_for(name, yy[mask])
-                self.maps_[name] = self._new_map(method).fit(s[mask], yy[mask])
+                rows = rows_of(key)
+                method = self._method_for(name, yy[rows])
+                self.maps_[name] = self._new_map(method).fit(s[rows], yy[rows])
                 self.methods_[name] = method
             return name
 
@@ -177,7 +179,7 @@ class GroupCalibrator(BaseEstimator):
             if len(key) <= 1:
                 return ()
             subsets = list(combinations(key, len(key) - 1))
-            return max(subsets, key=lambda k: int(rows_of(k).sum()))
+            return max(subsets, key=lambda k: len(rows_of(k)))
 
         def resolve(key: tuple) -> str:
             """The nearest usable map: the key's own, else its parent's, up to the global map."""
@@ -192,7 +194,7 @@ class GroupCalibrator(BaseEstimator):
         self.map_of_group_, self.parent_of_group_, self.weights_, self.group_sizes_ = [], [], [], []
         for g, name in enumerate(self.groups_):
             key = tuple((j, int(decoded[g, j])) for j in range(n_cols))
-            n = int((codes == g).sum())
+            n = len(by_group.get(g, ()))
             self.group_sizes_.append(n)
             why = problem(key)
             if why is not None:
@@ -356,33 +358,37 @@ class GroupCalibratorModule(nn.Module):
         self.bank = MapBank(tables) if tables else None
         g_slot = [slot[n] for n in cal.map_of_group_] + [slot[GLOBAL]]
         p_slot = [slot[n] for n in cal.parent_of_group_] + [slot[GLOBAL]]
+        last = max(len(tables) - 1, 0)  # a temperature slot has no tables: any valid index will do
+        # per group (+ the unknown entry): its first table and its map's slot, looked up once
+        self.register_buffer("base", torch.tensor([min(offsets[i], last) for i in g_slot], dtype=torch.int64))
+        self.register_buffer("parent_base", torch.tensor([min(offsets[i], last) for i in p_slot], dtype=torch.int64))
         self.register_buffer("slot", torch.tensor(g_slot, dtype=torch.int64))
-        self.register_buffer("parent", torch.tensor(p_slot, dtype=torch.int64))
+        self.register_buffer("parent_slot", torch.tensor(p_slot, dtype=torch.int64))
         self.register_buffer("weight", torch.tensor(cal.weights_ + [1.0], dtype=torch.float32))
-        self.register_buffer("offset", torch.tensor(offsets, dtype=torch.int64))
         self.softmax_t = SoftmaxTemperatureModule(torch.tensor(temps))
         self.register_buffer("is_temp", torch.tensor(is_temp, dtype=torch.bool))
         self.register_buffer("classes", torch.arange(max(self.n_classes, 2), dtype=torch.int64))
 
-    def _apply(self, score: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    def _apply(self, score: torch.Tensor, g: torch.Tensor, parent: bool) -> torch.Tensor:
+        base = (self.parent_base if parent else self.base)[g]
         if self.n_classes == 2:
-            return self.bank(score, self.offset[slot])
+            return self.bank(score, base)
         out = torch.zeros_like(score)
         if self.has_tables:
-            table = self.offset[slot].unsqueeze(-1) + self.classes
-            last = self.bank.n_tables - 1
-            out = renormalize_torch(self.bank(score, table.clamp(max=last)))
+            table = (base.unsqueeze(-1) + self.classes).clamp(max=self.bank.n_tables - 1)
+            out = renormalize_torch(self.bank(score, table))
         if self.has_temp:
+            slot = (self.parent_slot if parent else self.slot)[g]
             out = torch.where(self.is_temp[slot].unsqueeze(-1), self.softmax_t(score, slot), out)
         return out
 
     def forward(self, score: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
-        unknown = (group < 0) | (group >= self.n_groups)
-        g = torch.where(unknown, torch.full_like(group, self.n_groups), group)
-        out = self._apply(score, self.slot[g])
+        known = (group >= 0) & (group < self.n_groups)
+        g = torch.where(known, group, torch.full_like(group, self.n_groups))  # unknown: the global map
+        out = self._apply(score, g, parent=False)
         if self.blend:
             w = self.weight[g]
             if self.n_classes > 2:
                 w = w.unsqueeze(-1)
-            out = w * out + (1 - w) * self._apply(score, self.parent[g])
+            out = w * out + (1 - w) * self._apply(score, g, parent=True)
         return out

@@ -12,9 +12,11 @@ Graph inputs and outputs:
   group not seen when fitting) for group calibrators and multicalibrators; output
   ``calibrated``.
 * fused: ``input`` (the model's input: encoded features ``[N, F]`` or normalized images
-  ``[N, C, H, W]``), ``group`` when the calibrator needs it; outputs ``probabilities``
-  (``[N]`` binary P(class 1) -- calibrated if a calibrator is given -- or ``[N, C]``)
-  and ``logits`` (the frozen model's, after the trigger).
+  ``[N, C, H, W]``; one-hot encoding and image normalization stay outside the graph),
+  ``group`` when the calibrator needs it; outputs ``probabilities`` (``[N]`` binary
+  P(class 1) -- calibrated if a calibrator is given -- or ``[N, C]``), ``logits`` (the
+  frozen model's, after the trigger) and, with a calibrator, ``uncalibrated`` (the
+  probabilities before it).
 
 The batch dimension is dynamic. The TorchScript-based exporter (``dynamo=False``) is
 used: it reads the TorchScript checkpoints `reprogram` writes, which the dynamo exporter
@@ -63,31 +65,36 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], 
         raise ExportError(f"ONNX export failed: {first_line(e)}") from None
 
 
+def run_onnx(path: str | os.PathLike, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The outputs of ``path`` in onnxruntime (CPU) by name; ExportError if it cannot run."""
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        return dict(zip(names, sess.run(None, feeds)))
+    except Exception as e:
+        raise ExportError(f"onnxruntime cannot run the exported graph: {first_line(e)}") from None
+
+
+def _compare(name: str, have: np.ndarray, want: np.ndarray, tol: float) -> float:
+    if have.shape != want.shape:
+        raise ExportError(f"exported output {name!r} has shape {have.shape}, expected {want.shape}")
+    diff = float(np.max(np.abs(have.astype(np.float64) - want))) if want.size else 0.0
+    if not np.isfinite(diff) or diff > tol:
+        raise ExportError(f"exported output {name!r} differs from PyTorch/numpy by {diff:.3g} (> {tol:g})")
+    return diff
+
+
 def check_onnx(path: str | os.PathLike, feeds: dict[str, np.ndarray], expected: dict[str, np.ndarray], *,
                atol: float | dict[str, float] = ATOL) -> float:
     """Run ``path`` in onnxruntime on ``feeds``; ExportError unless every output is within ``atol``.
 
     ``atol`` may be given per output name. Returns the largest absolute difference seen.
     """
-    import onnxruntime as ort
-
-    try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        names = [o.name for o in sess.get_outputs()]
-        got = dict(zip(names, sess.run(None, feeds)))
-    except Exception as e:
-        raise ExportError(f"onnxruntime cannot run the exported graph: {first_line(e)}") from None
-    worst = 0.0
-    for name, want in expected.items():
-        have = got[name]
-        if have.shape != want.shape:
-            raise ExportError(f"exported output {name!r} has shape {have.shape}, expected {want.shape}")
-        tol = atol[name] if isinstance(atol, dict) else atol
-        diff = float(np.max(np.abs(have.astype(np.float64) - want))) if want.size else 0.0
-        if not np.isfinite(diff) or diff > tol:
-            raise ExportError(f"exported output {name!r} differs from PyTorch/numpy by {diff:.3g} (> {tol:g})")
-        worst = max(worst, diff)
-    return worst
+    got = run_onnx(path, feeds)
+    return max(_compare(name, got[name], want, atol[name] if isinstance(atol, dict) else atol)
+               for name, want in expected.items())
 
 
 def _sample_scores(calibrator: Any, n: int, seed: int) -> np.ndarray:
@@ -136,7 +143,7 @@ def export_calibrator_onnx(calibrator: Any, path: str | os.PathLike, *, n_check:
 
 
 class _Head(nn.Module):
-    """``logits [+ group] -> (probabilities, logits)``: softmax, binary P(class 1), calibrator."""
+    """``logits [+ group] -> (probabilities, logits[, uncalibrated])``: softmax, binary P(class 1), calibrator."""
 
     def __init__(self, calibrator: nn.Module | None, binary: bool, grouped: bool):
         super().__init__()
@@ -148,9 +155,10 @@ class _Head(nn.Module):
         proba = torch.softmax(logits, dim=-1)
         if self.binary:
             proba = proba[:, 1]
-        if self.calibrator is not None:
-            proba = self.calibrator(proba, group) if self.grouped else self.calibrator(proba)
-        return proba, logits
+        if self.calibrator is None:
+            return proba, logits
+        calibrated = self.calibrator(proba, group) if self.grouped else self.calibrator(proba)
+        return calibrated, logits, proba
 
 
 def _traceable(model: nn.Module) -> nn.Module:
@@ -223,6 +231,7 @@ def export_onnx(model: nn.Module, trigger: nn.Module | None = None, calibrator: 
     score = proba[:, 1] if binary else proba
     feeds = {"input": example.numpy()}
     head_args: tuple = (logits,)
+    codes = None
     if grouped:
         if groups is None:
             groups = np.random.default_rng(0).integers(0, len(calibrator.groups_), size=len(example))
@@ -231,12 +240,6 @@ def export_onnx(model: nn.Module, trigger: nn.Module | None = None, calibrator: 
             raise InputError(f"groups must have one index per example row ({len(example)}), got shape {codes.shape}")
         feeds["group"] = codes
         head_args = (logits, torch.from_numpy(codes))
-        # the reference: float32 probabilities as the graph sees them, through the numpy map
-        expected = calibrator._transform_codes(score.astype(np.float32).astype(np.float64), codes)
-    elif calibrator is not None:
-        expected = calibrator.transform(score.astype(np.float32).astype(np.float64))
-    else:
-        expected = score
 
     import onnx
 
@@ -249,7 +252,8 @@ def export_onnx(model: nn.Module, trigger: nn.Module | None = None, calibrator: 
     parts.append(_export_part(module, (triggered,), [model_input], ["model_logits"], "model/"))
     links.append(("model_logits", "logits_in"))
     head_inputs = ["logits_in"] + (["group"] if grouped else [])
-    parts.append(_export_part(head, head_args, head_inputs, ["probabilities", "logits"], "head/"))
+    outputs = ["probabilities", "logits"] + (["uncalibrated"] if calibrator is not None else [])
+    parts.append(_export_part(head, head_args, head_inputs, outputs, "head/"))
     try:
         fused = _chain(parts, links)
         onnx.checker.check_model(fused)
@@ -258,10 +262,18 @@ def export_onnx(model: nn.Module, trigger: nn.Module | None = None, calibrator: 
     path = Path(path)
     with atomic_path(path) as tmp:
         onnx.save(fused, str(tmp))
+        got = run_onnx(tmp, feeds)
+        # Each stage is checked against its own input, so a float32 rounding upstream is
+        # not blamed on (or amplified by) a steep stretch of an isotonic map downstream:
+        # logits relative to their size (float32 sums over a big model drift by ~1e-6 of
+        # the magnitude); the softmax against the PyTorch logits; the calibrated
+        # probabilities against the numpy map applied to the graph's own uncalibrated ones.
         want_logits = logits.double().numpy()
-        # logits are checked relative to their size (float32 sums over a big model drift
-        # by ~1e-6 of the magnitude); the probabilities, the graph's product, to atol
-        logit_tol = max(atol, 1e-5 * float(np.abs(want_logits).max()))
-        check_onnx(tmp, feeds, {"probabilities": expected, "logits": want_logits},
-                   atol={"probabilities": atol, "logits": logit_tol})
+        _compare("logits", got["logits"], want_logits, max(atol, 1e-5 * float(np.abs(want_logits).max())))
+        raw = "uncalibrated" if calibrator is not None else "probabilities"
+        _compare(raw, got[raw], score, atol)
+        if calibrator is not None:
+            seen = got["uncalibrated"].astype(np.float64)
+            want = calibrator._transform_codes(seen, codes) if grouped else calibrator.transform(seen)
+            _compare("probabilities", got["probabilities"], want, atol)
     return path

@@ -107,15 +107,17 @@ def test_fused_model_trigger_and_group_calibrator_in_one_graph(tabular_model, tm
     path = export_onnx(tabular_model, trig, gc, path=tmp_path / "fused.onnx", example=X[:64], groups=codes[:64])
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == ["input", "group"]
-    assert [o.name for o in sess.get_outputs()] == ["probabilities", "logits"]
+    assert [o.name for o in sess.get_outputs()] == ["probabilities", "logits", "uncalibrated"]
     for n in (1, 256):
-        proba, logits = sess.run(None, {"input": X[:n].numpy(), "group": codes[:n].astype(np.int64)})
+        proba, logits, raw = sess.run(None, {"input": X[:n].numpy(), "group": codes[:n].astype(np.int64)})
         with torch.no_grad():
             want_logits = tabular_model(trig(X[:n])).numpy()
-        raw = torch.softmax(torch.from_numpy(want_logits).double(), -1)[:, 1].numpy()
+        want_raw = torch.softmax(torch.from_numpy(want_logits).double(), -1)[:, 1].numpy()
         assert np.max(np.abs(logits - want_logits)) < 1e-5
+        assert np.max(np.abs(raw - want_raw)) < 1e-6
         assert proba.shape == (n,)
-        assert np.max(np.abs(proba - gc._transform_codes(raw, codes[:n]))) <= 1e-5
+        # the calibrated output is the group map of the graph's own uncalibrated probability
+        assert np.max(np.abs(proba - gc._transform_codes(raw.astype(np.float64), codes[:n]))) <= 1e-5
 
 
 def test_fused_model_without_calibrator_or_trigger(tabular_model, tmp_path):
@@ -141,7 +143,7 @@ def test_fused_image_model_with_border_trigger_and_map(tmp_path):
     y = np.arange(40) % 3
     cal = make_map("temperature").fit(p, y)
     path = export_onnx(model, trig, cal, path=tmp_path / "img.onnx", example=x[:8])
-    proba, _ = run(path, input=x.numpy())
+    proba, _, _ = run(path, input=x.numpy())
     assert proba.shape == (40, 3)
     assert np.max(np.abs(proba - cal.transform(p.astype(np.float32).astype(np.float64)))) <= 1e-5
 
