@@ -50,3 +50,15 @@ def test_calibration_quality_quick_run(tmp_path):
     raw = result["summary"]["raw scores"]
     assert auto["max_group_ece"]["mean"] < raw["max_group_ece"]["mean"]
     assert set(result["checks"]) and auto["ece_noise_floor"] > 0
+
+
+@pytest.mark.slow
+def test_calibration_speed_quick_run(tmp_path):
+    out = tmp_path / "cs.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "calibration_speed.py"), "--quick",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert len(result["fit"]) == 4 and len(result["latency"]["rows"]) == 4
+    assert result["apply"]["single"]["max_abs_diff_onnx_vs_interp"] < 1e-6
+    assert result["apply"]["grouped"]["max_abs_diff_onnx_vs_numpy"] < 1e-6
