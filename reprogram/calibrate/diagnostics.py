@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reprogram.data.groups import encode_groups
+from reprogram.calibrate.scores import check_scores
+from reprogram.data.groups import count_missing, encode_groups
 from reprogram.errors import InputError, LengthMismatchError, MissingValuesError
 from reprogram.metrics.calibration import STRATEGIES, bin_sums
 from reprogram.metrics.report import FairnessReport, _report
@@ -48,7 +49,6 @@ __all__ = [
 ]
 
 LOG_LOSS_EPS = 1e-15
-ROW_SUM_TOL = 1e-3
 OVERALL = "overall"
 
 # Per-row figures of a table, in column order (``n`` comes first).
@@ -61,56 +61,23 @@ _HIGHER_BETTER = {"accuracy"}
 # --------------------------------------------------------------------------- validation
 
 
-def _count_missing(a: np.ndarray) -> int:
-    if a.dtype.kind in "biu":
-        return 0
-    if a.dtype.kind in "fc":
-        return int(np.count_nonzero(np.isnan(a)))
-    return int(np.count_nonzero(pd.isna(a)))
-
-
 def _check_labels(y: Any) -> np.ndarray:
     y = y.to_numpy() if isinstance(y, (pd.Series, pd.Index)) else np.asarray(y)
     if y.ndim != 1:
         raise InputError(f"y must be one-dimensional labels, got shape {y.shape}")
     if len(y) == 0:
         raise InputError("y is empty: nothing to calibrate")
-    missing = _count_missing(y)
+    missing = count_missing(y)
     if missing:
         raise MissingValuesError(f"y has {missing} missing value(s) (NaN/None) of {len(y)} rows")
     return y
 
 
 def _check_scores(scores: Any, n: int, what: str = "scores") -> np.ndarray:
-    """Probabilities as float64, 1-D (binary) or (n, K); one-line errors otherwise."""
-    s = scores.to_numpy() if isinstance(scores, (pd.Series, pd.DataFrame)) else np.asarray(scores)
-    if s.dtype.kind not in "fiub":
-        raise InputError(f"{what} must be numeric probabilities, got values of type {s.dtype}")
-    s = s.astype(np.float64, copy=False)
-    if s.ndim == 2 and s.shape[1] == 1:
-        s = s[:, 0]
-    if s.ndim not in (1, 2):
-        raise InputError(f"{what} must be 1-D (binary P(class 1)) or (n, n_classes), got shape {s.shape}")
+    """Probabilities as float64, 1-D (binary) or (n, K), of ``n`` rows; one-line errors otherwise."""
+    s = check_scores(scores, what=what)
     if len(s) != n:
         raise LengthMismatchError(f"y has {n} rows but {what} has {len(s)}")
-    bad_rows = np.isnan(s) if s.ndim == 1 else np.isnan(s).any(axis=1)
-    if bad_rows.any():
-        raise MissingValuesError(f"{what} has {int(bad_rows.sum())} row(s) with missing values (NaN) of {n} rows")
-    lo, hi = float(s.min()), float(s.max())
-    if lo < 0 or hi > 1:
-        outside = int(((s < 0) | (s > 1)).sum())
-        raise InputError(
-            f"{what} must hold probabilities in [0, 1], got {outside} value(s) outside, from {lo:.4g} to {hi:.4g} "
-            "(pass probabilities, not logits)"
-        )
-    if s.ndim == 2:
-        off = np.abs(s.sum(axis=1) - 1.0) > ROW_SUM_TOL
-        if off.any():
-            i = int(np.flatnonzero(off)[0])
-            raise InputError(
-                f"{what}: {int(off.sum())} of {n} rows do not sum to 1 (tolerance {ROW_SUM_TOL:g}); "
-                f"row {i} sums to {s[i].sum():.6g} (pass class probabilities, e.g. a softmax)"
-            )
     return s
 
 

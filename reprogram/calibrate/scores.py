@@ -14,7 +14,7 @@ import numpy as np
 
 from reprogram.errors import InputError, LengthMismatchError, MissingValuesError
 
-__all__ = ["EPS", "check_scores", "check_labels", "clip_proba", "log_odds_features"]
+__all__ = ["EPS", "check_scores", "check_labels", "require_both_classes", "clip_proba", "log_odds_features"]
 
 # Probabilities are clipped to [EPS, 1 - EPS] before a log is taken. EPS = 2**-23 is one
 # float32 ulp below 1.0, so both bounds are exact in float32 and in float64: the numpy
@@ -27,7 +27,7 @@ def check_scores(scores: Any, *, what: str = "scores") -> np.ndarray:
     try:
         s = np.asarray(scores, dtype=np.float64)
     except (TypeError, ValueError):
-        raise InputError(f"{what} must be numbers (probabilities in [0, 1])") from None
+        raise InputError(f"{what} must be numeric probabilities in [0, 1]") from None
     if s.ndim == 2 and s.shape[1] == 1:
         s = s[:, 0]
     if s.ndim not in (1, 2):
@@ -38,7 +38,7 @@ def check_scores(scores: Any, *, what: str = "scores") -> np.ndarray:
         raise InputError(f"{what} have {s.shape[1]} columns; multi-class scores need at least 2")
     bad = np.isnan(s) if s.ndim == 1 else np.isnan(s).any(axis=1)
     if bad.any():
-        raise MissingValuesError(f"{what} have {int(bad.sum())} NaN row(s) of {len(s)}")
+        raise MissingValuesError(f"{what} have {int(bad.sum())} row(s) with NaN of {len(s)}")
     lo, hi = float(s.min()), float(s.max())
     if lo < 0.0 or hi > 1.0:
         raise InputError(

@@ -22,7 +22,7 @@ import pandas as pd
 
 from reprogram.errors import GroupError, InputError, LengthMismatchError, MissingValuesError, NotFittedError
 
-__all__ = ["GroupEncoder", "factorize", "as_columns", "encode_groups"]
+__all__ = ["GroupEncoder", "factorize", "as_columns", "encode_groups", "count_missing"]
 
 # Integer columns whose value range is at most this many times their length (or below
 # _DENSE_MIN outright) are coded by counting; wider ranges go to a hash table.
@@ -30,7 +30,7 @@ _DENSE_FACTOR = 4
 _DENSE_MIN = 1 << 16
 
 
-def _count_missing(a: np.ndarray) -> int:
+def count_missing(a: np.ndarray) -> int:
     if a.dtype.kind in "biu":
         return 0
     if a.dtype.kind in "fc":
@@ -67,7 +67,7 @@ def factorize(values: Any, *, what: str = "values") -> tuple[np.ndarray, np.ndar
             lut = np.full(span, -1, dtype=np.int64)
             lut[present] = np.arange(present.size)
             return lut[shifted], uniques
-    missing = _count_missing(a)
+    missing = count_missing(a)
     if missing:
         raise MissingValuesError(f"{what} has {missing} missing value(s) (NaN/None) of {a.size} rows")
     try:
@@ -203,7 +203,7 @@ class GroupEncoder:
             )
         combo = None
         for (name, values), levels in zip(cols, self.levels_):
-            missing = _count_missing(np.asarray(values))
+            missing = count_missing(np.asarray(values))
             if missing:
                 raise MissingValuesError(f"sensitive feature {name!r} has {missing} missing value(s) of {len(values)} rows")
             codes = pd.Index(levels).get_indexer(values)

@@ -77,6 +77,7 @@ from torch import nn
 
 from reprogram.errors import InputError, LengthMismatchError, first_line
 from reprogram.models.device import resolve_device
+from reprogram.models.frozen import as_logits
 
 __all__ = [
     "Attribution",
@@ -163,19 +164,6 @@ class TokenAttribution:
 
 
 # ---- small helpers ----------------------------------------------------------------------
-
-
-def _as_logits(out: Any) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    if isinstance(out, Mapping) and isinstance(out.get("logits"), torch.Tensor):
-        return out["logits"]
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    raise InputError(f"the model returned {type(out).__name__}, not a tensor of logits")
 
 
 def _check_kind(model: nn.Module, expected: str, func: str) -> None:
@@ -709,7 +697,7 @@ def _image_baseline(model: nn.Module, trigger: nn.Module | None, x: torch.Tensor
 
 def _explained(model: nn.Module, trigger: nn.Module | None) -> Callable[[torch.Tensor], torch.Tensor]:
     def f(x: torch.Tensor) -> torch.Tensor:
-        return _as_logits(model(trigger(x) if trigger is not None else x))
+        return as_logits(model(trigger(x) if trigger is not None else x))
 
     return f
 
@@ -1022,8 +1010,8 @@ def attribute_text(
         if types is not None:
             kw["token_type_ids"] = types
         if trigger is None:
-            return _as_logits(model(input_ids=ids, **kw))
-        return _as_logits(model(inputs_embeds=layer(ids), **kw))
+            return as_logits(model(input_ids=ids, **kw))
+        return as_logits(model(inputs_embeds=layer(ids), **kw))
 
     if trigger is None:
         layer: nn.Module = embeddings
@@ -1066,7 +1054,7 @@ def attribute_text(
                     types = torch.cat([types[:, :1], torch.zeros_like(ext, dtype=types.dtype), types[:, 1:]], 1)
                 with torch.no_grad():
                     mine = run(ids, mask, types)
-                if not torch.allclose(mine, _as_logits(ref).detach(), atol=1e-4, rtol=1e-3):
+                if not torch.allclose(mine, as_logits(ref).detach(), atol=1e-4, rtol=1e-3):
                     raise InputError("the trigger does not insert its tokens right after the first token as "
                                      "PromptTrigger does; cannot attribute to its tokens")
             sub_target = target_all[start : start + m] if target_all is not None and target_all.ndim == 1 \

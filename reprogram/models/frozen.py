@@ -20,7 +20,7 @@ from reprogram.errors import CheckpointError, InputError, first_line
 from reprogram.models.fingerprint import weights_fingerprint
 from reprogram.models.sidecar import INPUT_KINDS
 
-__all__ = ["FrozenModel", "freeze", "is_hf_model", "infer_input_kind"]
+__all__ = ["FrozenModel", "as_logits", "freeze", "is_hf_model", "infer_input_kind"]
 
 FORMATS = ("torchscript", "export", "state_dict", "huggingface", "pickle", "module")
 
@@ -82,7 +82,8 @@ def infer_input_kind(module: nn.Module) -> str:
     return "tabular"
 
 
-def _logits(out: Any) -> torch.Tensor:
+def as_logits(out: Any) -> torch.Tensor:
+    """The logits tensor in a model's output: a tensor, ``.logits``, ``["logits"]`` or the first of a tuple."""
     if isinstance(out, torch.Tensor):
         return out
     logits = getattr(out, "logits", None)
@@ -230,7 +231,7 @@ class FrozenModel(nn.Module):
         """
         if self._is_hf:
             return self._forward_hf(*args, **kwargs)
-        return _logits(self.model(*args, **kwargs))
+        return as_logits(self.model(*args, **kwargs))
 
     def _forward_hf(
         self,
@@ -246,7 +247,7 @@ class FrozenModel(nn.Module):
             inputs_embeds = kwargs.pop("inputs_embeds", inputs_embeds)
         kwargs["return_dict"] = True  # a ModelOutput with .logits, whatever the config says
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)
-        return _logits(out)
+        return as_logits(out)
 
     def extra_repr(self) -> str:
         parts = [f"format={self.format!r}", f"input_kind={self.input_kind!r}"]

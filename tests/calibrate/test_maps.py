@@ -202,7 +202,7 @@ def test_bank_lookup_is_exact_with_clustered_and_far_knots():
 
 @pytest.mark.parametrize("bad,err,match", [
     ([0.2, 1.3, 0.5, 0.4], InputError, r"\[0, 1\]"),
-    ([0.2, np.nan, 0.5, 0.4], MissingValuesError, "1 NaN"),
+    ([0.2, np.nan, 0.5, 0.4], MissingValuesError, "1 row.*NaN"),
     ([[0.2, 0.2], [0.5, 0.5], [0.1, 0.9], [0.3, 0.7]], InputError, "sum to 1"),
 ])
 def test_bad_scores_get_one_line_errors(bad, err, match):

@@ -120,7 +120,7 @@ def _preds(tmp_path, **cols):
 @pytest.mark.parametrize("change,args,words", [
     ({}, ["--label", "nope"], ["'nope' not found", "score"]),
     ({"score": lambda f: f["score"] * 3}, [], ["[0, 1]", "logits"]),
-    ({"score": lambda f: f["score"].where(f.index > 4)}, [], ["5 NaN"]),
+    ({"score": lambda f: f["score"].where(f.index > 4)}, [], ["5 row(s) with NaN"]),
     ({"y": 1}, [], ["only one value"]),
     ({}, ["--method", "splines"], ["--method must be one of"]),
     ({}, ["--method", "multicalibration", "--score", "score", "score2"], ["binary"]),
