@@ -288,6 +288,21 @@ def _merge_classes(uniques: list[np.ndarray], classes: Any) -> tuple[list, list[
     return list(index), maps
 
 
+def _infer_classes(uniques: list[np.ndarray], classes: Any, score_cols: int | None) -> tuple[list, list]:
+    """The classes ``fairness_report`` uses given the sorted distinct labels (and
+    predictions) and the number of score columns (None for 1-D scores or none), with
+    the maps of :func:`_merge_classes`. Shared with the streaming report."""
+    if classes is None and score_cols is not None and score_cols > 2:
+        seen = pd.Index(np.concatenate([np.asarray(u, dtype=object) for u in uniques])).unique()
+        if all(isinstance(v, (int, np.integer)) and 0 <= v < score_cols for v in seen):
+            classes = list(range(score_cols))  # integer labels index the score columns
+    if classes is None:
+        merged = pd.Index(np.concatenate([np.asarray(u, dtype=object) for u in uniques])).unique()
+        if len(merged) == 1 and merged[0] in (0, 1) and not isinstance(merged[0], str):
+            classes = [False, True] if isinstance(merged[0], (bool, np.bool_)) else [0, 1]
+    return _merge_classes(uniques, classes)
+
+
 def fairness_report(
     y_true: Any,
     y_pred: Any = None,
@@ -355,15 +370,8 @@ def _report(y_true, y_pred, y_score, sensitive, *, classes, pos_label, threshold
         pred_codes, pred_uniques = factorize(yp, what="y_pred")
         uniques.append(pred_uniques)
         codes.append(pred_codes)
-    if classes is None and score is not None and score.ndim == 2 and score.shape[1] > 2:
-        seen = pd.Index(np.concatenate([np.asarray(u, dtype=object) for u in uniques])).unique()
-        if all(isinstance(v, (int, np.integer)) and 0 <= v < score.shape[1] for v in seen):
-            classes = list(range(score.shape[1]))  # integer labels index the score columns
-    if classes is None:
-        merged = pd.Index(np.concatenate([np.asarray(u, dtype=object) for u in uniques])).unique()
-        if len(merged) == 1 and merged[0] in (0, 1) and not isinstance(merged[0], str):
-            classes = [False, True] if isinstance(merged[0], (bool, np.bool_)) else [0, 1]
-    classes, maps = _merge_classes(uniques, classes)
+    score_cols = score.shape[1] if score is not None and score.ndim == 2 else None
+    classes, maps = _infer_classes(uniques, classes, score_cols)
     codes = [c if m is None else m[c] for c, m in zip(codes, maps)]
     k = len(classes)
     if k < 2:

@@ -7,7 +7,7 @@ from reprogram.models.device import DEVICE_CHOICES, call_model, move_to, resolve
 from reprogram.models.fingerprint import weights_fingerprint
 from reprogram.models.frozen import FrozenModel, freeze
 from reprogram.models.loading import load_frozen, prepare_transformers
-from reprogram.models.predict import predict_proba
+from reprogram.models.predict import iter_proba, predict_proba
 from reprogram.models.sidecar import read_sidecar, write_sidecar
 from reprogram.models.torchvision_compat import import_torchvision
 
@@ -17,6 +17,7 @@ __all__ = [
     "freeze",
     "import_torchvision",
     "prepare_transformers",
+    "iter_proba",
     "predict_proba",
     "read_sidecar",
     "write_sidecar",
