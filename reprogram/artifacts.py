@@ -60,12 +60,13 @@ def read_artifact(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.T
         meta = json.loads((p / META_NAME).read_text())
     except FileNotFoundError:
         raise ArtifactError(f"{p} has no {META_NAME}: not a {kind} folder, or an incomplete one") from None
-    except (OSError, ValueError) as e:
-        raise ArtifactError(f"{p / META_NAME} cannot be read: {e}") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise ArtifactError(f"{p / META_NAME} cannot be read: {' '.join(str(e).split())}") from None
     if not isinstance(meta, dict) or meta.get("format") != what:
         fmt = meta.get("format") if isinstance(meta, dict) else None
         raise ArtifactError(f"{p} holds {fmt!r}, not a {what}")
-    if not isinstance(meta.get("version"), int) or meta["version"] > ARTIFACT_VERSION:
+    version = meta.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > ARTIFACT_VERSION:
         raise ArtifactError(f"{p} has version {meta.get('version')!r}; this reprogram reads up to {ARTIFACT_VERSION}")
     try:
         tensors = load_file(str(p / WEIGHTS_NAME))

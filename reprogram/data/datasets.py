@@ -14,6 +14,7 @@ dataset index and the ``id`` of ``reprogram apply``'s predictions.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,16 +303,31 @@ class ImageDataset(GroupedDataset):
         self.transform = transform if transform is not None else ImageTransform()
 
     def load_image(self, i: int) -> Image.Image:
-        """The decoded PIL image of row ``i`` (not yet transformed)."""
+        """The decoded PIL image of row ``i`` (not yet transformed).
+
+        Pillow's decompression-bomb limit is always on: an image of more than
+        ``Image.MAX_IMAGE_PIXELS`` pixels (Pillow's default when that is set to None) is
+        refused before it is decoded, and ``DecompressionBombWarning`` is an error here.
+        """
         i = self._index(i)
         path = self.paths[i]
         where = f"row {i}" + (f" of {self.source}" if self.source else "")
+        limit = max_image_pixels()
         try:
-            with Image.open(path) as im:
-                im.load()
-                return im.copy() if im.mode not in ("P", "PA") else im.convert("RGBA")
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    w, h = im.size
+                    if w * h > limit:
+                        raise _TooLarge(f"{w} x {h} = {w * h} pixels, more than the limit of {limit} "
+                                        "(PIL.Image.MAX_IMAGE_PIXELS); a possible decompression bomb")
+                    im.load()
+                    return im.copy() if im.mode not in ("P", "PA") else im.convert("RGBA")
         except FileNotFoundError:
             raise InputError(f"image file {str(path)!r} ({where}) not found") from None
+        except (_TooLarge, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+            msg = " ".join(str(e).split())
+            raise InputError(f"image file {str(path)!r} ({where}) is too large: {msg}") from None
         # Decoders raise a zoo of types on bad bytes (OSError, SyntaxError, ValueError,
         # struct.error, DecompressionBombError...); any failure here means "unreadable".
         except Exception as e:  # noqa: BLE001
@@ -321,6 +337,22 @@ class ImageDataset(GroupedDataset):
     def __getitem__(self, i: int):
         i = self._index(i)
         return self.transform(self.load_image(i)), self._y[i], self._g[i]
+
+
+# Pillow's own default for Image.MAX_IMAGE_PIXELS (about 89.5 megapixels); used when a
+# caller has switched the limit off by setting it to None.
+_PILLOW_DEFAULT_MAX_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def max_image_pixels() -> int:
+    """The largest image, in pixels, that is decoded: ``PIL.Image.MAX_IMAGE_PIXELS``,
+    or Pillow's default when that has been set to None (the limit is never off)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return int(limit) if limit else _PILLOW_DEFAULT_MAX_PIXELS
 
 
 class TensorGroupDataset(GroupedDataset):
@@ -388,6 +420,7 @@ def load_dataset(
     image_meta: Mapping | None = None,
     base_dir: str | os.PathLike | None = None,
     check_files: bool = True,
+    allow_outside_paths: bool = False,
 ) -> TabularDataset | TextDataset | ImageDataset:
     """Load a table (a CSV/Parquet path or a DataFrame) as a dataset of ``(x, y, group)``.
 
@@ -395,7 +428,10 @@ def load_dataset(
     - ``image=COL``: an :class:`ImageDataset` of that column's file paths, relative to
       ``base_dir`` (default: the table's folder, or the working directory for a
       DataFrame), transformed as ``image_meta`` says (see :func:`image_transform_from_meta`);
-      with ``check_files`` every file's existence is checked up front;
+      with ``check_files`` every file's existence is checked up front. A path that leads
+      out of ``base_dir`` (``../``, an absolute path elsewhere, a symlink pointing out)
+      is refused unless ``allow_outside_paths=True``: a table from elsewhere must not be
+      able to make us read any file on the machine;
     - otherwise a :class:`TabularDataset` of ``features`` (default: every column but
       the label and sensitive ones, or the fitted ``feature_encoder``'s columns) encoded
       by ``feature_encoder`` (fitted here if not given or not yet fitted).
@@ -483,6 +519,8 @@ def load_dataset(
         rel = _strings(df[image], f"image column {image!r}", source)
         base = Path(base_dir).resolve() if base_dir is not None else default_base
         paths = _resolve(rel, base)
+        if not allow_outside_paths:
+            _check_inside(paths, base, source, image)
         if check_files:
             _check_files_exist(paths, source)
         return ImageDataset(paths, y, g, transform=image_transform_from_meta(image_meta), **common)
@@ -519,6 +557,25 @@ def _resolve(rel: np.ndarray, base: Path) -> np.ndarray:
     return np.where(is_abs, rel, str(base) + os.sep + s.to_numpy(dtype=object)).astype(object)
 
 
+def _check_inside(paths: np.ndarray, base: Path, source: str | None, column: str) -> None:
+    """Refuse image paths that resolve (symlinks followed) outside ``base``."""
+    root = os.path.realpath(base)
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    for i, p in enumerate(paths):
+        try:
+            real = os.path.realpath(p)
+        except (ValueError, OSError) as e:  # a NUL byte, a symlink loop...
+            where = f" of {source}" if source else ""
+            raise InputError(f"image path {str(p)!r} (row {i}{where}) is not a usable path: {e}") from None
+        if real != root and not real.startswith(prefix):
+            where = f" of {source}" if source else ""
+            raise InputError(
+                f"image path {str(paths[i])!r} (row {i}{where}, column {column!r}) leads outside the table's folder "
+                f"{root}; image paths must stay inside it (pass --allow-outside-paths, or allow_outside_paths=True, "
+                "to read files elsewhere)"
+            )
+
+
 def _check_files_exist(paths: np.ndarray, source: str | None) -> None:
     # One stat per file: cheap next to decoding them, and it fails before training starts
     # instead of minutes into the first epoch.
@@ -542,6 +599,7 @@ def load_dataset_like(
     image: str | None = None,
     group_encoder: GroupEncoder | Mapping | None = None,
     base_dir: str | os.PathLike | None = None,
+    allow_outside_paths: bool = False,
 ) -> TabularDataset | TextDataset | ImageDataset:
     """Load a table the way a frozen model expects it, from the model's sidecar ``meta``.
 
@@ -558,7 +616,8 @@ def load_dataset_like(
         raise InputError("this model reads images: give the image path column (--image COL)")
     if kind == "tabular" and (text is not None or image is not None):
         raise InputError("this model reads tabular features, not a text or image column")
-    kw: dict[str, Any] = {"text": text, "image": image, "group_encoder": group_encoder, "base_dir": base_dir}
+    kw: dict[str, Any] = {"text": text, "image": image, "group_encoder": group_encoder, "base_dir": base_dir,
+                          "allow_outside_paths": allow_outside_paths}
     if meta.get("classes"):
         kw["label_classes"] = list(meta["classes"])
     if kind in (None, "tabular") and meta.get("features"):

@@ -258,7 +258,11 @@ class FeatureEncoder:
             v = s.to_numpy(dtype=np.float64, na_value=np.nan)[~missing]
             if np.isfinite(v).all() and (v == np.round(v)).all() and (np.abs(v) < 2.0**53).all():
                 s = s.astype("Int64")
-        text = s.astype(object).where(~missing, "").astype(str).to_numpy(dtype=object)
+        cells = s.astype(object).where(~missing, "")
+        try:
+            text = cells.astype(str).to_numpy(dtype=object)
+        except UnicodeDecodeError:  # bytes cells (Parquet binary columns) that are not UTF-8
+            text = cells.map(_cell_text).to_numpy(dtype=object)
         return text, missing
 
     def _category_codes(self, s: pd.Series, col: str, cats: list[str], source: str | None) -> np.ndarray:
@@ -356,7 +360,12 @@ class LabelEncoder:
     def fit_transform(self, y: Any, *, what: str = "label") -> np.ndarray:
         """Learn the classes of ``y`` and return its class indices (int64)."""
         codes, uniques = factorize(_values(y), what=what)
-        self.classes_ = [_plain(u) for u in uniques]
+        classes = [_plain(u) for u in uniques]
+        bad = [c for c in classes if isinstance(c, float) and not np.isfinite(c)]
+        if bad:
+            raise InputError(f"{what} has infinite value(s) ({', '.join(map(str, bad))}); classes must be finite "
+                             "numbers or names")
+        self.classes_ = classes
         return np.asarray(codes, dtype=np.int64)
 
     @classmethod
@@ -389,7 +398,7 @@ class LabelEncoder:
             codes = text.get_indexer(pd.Series(a, dtype=object).astype(str).to_numpy(dtype=object))
         if (codes < 0).any():
             unseen = sorted({str(v) for v in a[codes < 0]})
-            shown = ", ".join(unseen[:5]) + (f", ... ({len(unseen)} in all)" if len(unseen) > 5 else "")
+            shown = ", ".join(v if len(v) <= 40 else v[:37] + "..." for v in unseen[:5]) + (f", ... ({len(unseen)} in all)" if len(unseen) > 5 else "")
             raise InputError(f"{what} has values that are not classes of the model {self.classes_}: {shown}")
         return codes.astype(np.int64, copy=False)
 
@@ -451,3 +460,10 @@ def _values(y: Any) -> np.ndarray:
             return a
         y = pd.Series(a)
     return as_plain_values(y).to_numpy()
+
+
+def _cell_text(v: Any) -> str:
+    """A cell as text; bytes that are not UTF-8 keep their undecodable bytes as escapes."""
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).decode("utf-8", errors="backslashreplace")
+    return str(v)

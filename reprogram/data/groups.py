@@ -213,7 +213,8 @@ class GroupEncoder:
                     (combo >= 0) & seen, combo * len(levels) + codes, -1)
                 continue
             if (codes < 0).any():
-                unseen = sorted({str(v) for v in np.asarray(values)[codes < 0]})[:5]
+                unseen = [v if len(v) <= 40 else v[:37] + "..."
+                          for v in sorted({str(v) for v in np.asarray(values)[codes < 0]})[:5]]
                 raise GroupError(f"sensitive feature {name!r} has values not seen when fitting: {', '.join(unseen)}")
             combo = codes if combo is None else combo * len(levels) + codes
         pos = np.searchsorted(self._combos, combo)

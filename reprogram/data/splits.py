@@ -41,7 +41,9 @@ def split_frame(
         raise InputError(f"{len(frame)} rows are too few to split into {len(fr)} parts")
     strata = None
     if stratify:
-        keys = frame[list(stratify)].astype(str).agg("|".join, axis=1).to_numpy()
+        # object first: string columns of pandas' own dtypes keep NaN through astype(str)
+        keys = frame[list(stratify)].astype(object).fillna("<missing>").astype(str).agg("|".join, axis=1)
+        keys = keys.to_numpy(dtype=object).astype(str)
         _, codes, counts = np.unique(keys, return_inverse=True, return_counts=True)
         rare = counts[codes] < 2 * len(fr)
         strata = np.where(rare, -1, codes)

@@ -73,6 +73,35 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         raise InputError(f"cannot read table {os.fspath(path)!r}: {first_line(e)}") from None
     if not all(isinstance(c, str) for c in df.columns):
         df.columns = [str(c) for c in df.columns]
+    if kind == "parquet":
+        df = _nested_as_text(df)
+    return df
+
+
+def _nested_as_text(df: pd.DataFrame) -> pd.DataFrame:
+    """Parquet list, struct and map columns as their JSON text, binary columns as text.
+
+    Their cells (arrays, dicts) cannot be labels, groups or features, and being
+    unhashable they break every group-by; as text they are at least plain categories.
+    """
+    import json
+
+    import numpy as np
+
+    def text(v):
+        if isinstance(v, np.ndarray):
+            v = v.tolist()
+        return json.dumps(v, default=str, ensure_ascii=False)
+
+    for i, col in enumerate(df.columns):
+        s = df.iloc[:, i]
+        if s.dtype != object:
+            continue
+        first = s.dropna().head(1)
+        if len(first) and isinstance(first.iloc[0], (list, tuple, dict, np.ndarray)):
+            df.iloc[:, i] = s.map(lambda v: text(v) if isinstance(v, (list, tuple, dict, np.ndarray)) else v)
+        elif len(first) and isinstance(first.iloc[0], bytes):  # binary columns: text, bad bytes escaped
+            df.iloc[:, i] = s.map(lambda v: v.decode("utf-8", errors="backslashreplace") if isinstance(v, bytes) else v)
     return df
 
 

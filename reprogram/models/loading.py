@@ -256,7 +256,7 @@ def load_frozen(
                     kind = kind or "image"
         model = model.to(dev)
 
-    return FrozenModel(
+    frozen = FrozenModel(
         model,
         format=fmt,
         source=p,
@@ -266,3 +266,56 @@ def load_frozen(
         num_classes=num_classes,
         arch=arch_used,
     )
+    _check_against_sidecar(frozen, p, dev)
+    return frozen
+
+
+def _probe_input(model: FrozenModel, sc: Path) -> tuple[torch.Tensor, str] | None:
+    """A one-row zero input of the shape the sidecar describes, and that shape in words."""
+    meta = model.meta
+    if model.input_kind == "tabular" and isinstance(meta.get("features"), Mapping):
+        from reprogram.data.encoding import FeatureEncoder
+
+        try:
+            n = int(FeatureEncoder.from_dict(meta["features"]).n_features_out_)
+        except Exception as e:  # noqa: BLE001  a hand-edited encoding fails in many ways
+            raise CheckpointError(f"model sidecar {sc} is not usable: its feature encoding is malformed "
+                                  f"({first_line(e)})") from None
+        return torch.zeros(1, n), f"{n} features"
+    if model.input_kind == "image" and isinstance(meta.get("image"), Mapping) and meta["image"].get("size"):
+        from reprogram.data.datasets import image_transform_from_meta
+
+        try:
+            t = image_transform_from_meta(meta)
+        except InputError as e:
+            raise CheckpointError(f"model sidecar {sc} is not usable: {e}") from None
+        return torch.zeros(1, t.channels, *t.size), f"{t.channels} x {t.size[0]} x {t.size[1]} images"
+    return None
+
+
+def _check_against_sidecar(model: FrozenModel, path: Path, device: torch.device) -> None:
+    """Run one zero input of the sidecar's shape through the model: the sidecar and the
+    weights must agree on the input width (features, image shape) and the class count."""
+    sc = sidecar_path(path)
+    probe = _probe_input(model, sc)
+    if probe is None:
+        return
+    x, shape = probe
+    try:
+        with torch.no_grad():
+            out = model(x.to(device))
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001  shape errors come as RuntimeError, IndexError, ...
+        if model.format == "export":
+            return  # an exported program may fix its batch size: a one-row probe proves nothing
+        raise CheckpointError(f"{path} does not match its sidecar {sc}: the sidecar says the model reads {shape}, "
+                              f"but the model fails on them ({first_line(e)})") from None
+    if out.ndim != 2 or out.shape[0] != 1:
+        raise CheckpointError(f"{path} returns logits of shape {tuple(out.shape)} for one input; "
+                              "expected (1, number of classes)")
+    if model.num_classes is not None and out.shape[1] != model.num_classes:
+        said = f"{len(model.classes)} classes ({', '.join(map(str, model.classes[:10]))})" if model.classes else \
+            f"{model.num_classes} classes"
+        raise CheckpointError(f"{path} does not match its sidecar {sc}: the sidecar says {said}, "
+                              f"but the model outputs {out.shape[1]} logits")
