@@ -62,7 +62,7 @@ def image_example(work: Path, out: Path, samples: int, quick: bool) -> Path:
     demo = work / "demo"
     art_file = demo / "artifacts.json"
     art = json.loads(art_file.read_text()) if art_file.is_file() else {}
-    if not all(Path(art.get(k, "")).exists() for k in ("model", "trigger", "test_table")):  # none yet, or moved
+    if not all(art.get(k) and Path(art[k]).exists() for k in ("model", "trigger", "test_table")):  # none yet, or moved
         cli("demo", "--out", demo, "--device", "cpu")
         art = json.loads(art_file.read_text())
     report = out / "image_report.html"

@@ -62,3 +62,44 @@ def test_calibration_speed_quick_run(tmp_path):
     assert len(result["fit"]) == 4 and len(result["latency"]["rows"]) == 4
     assert result["apply"]["single"]["max_abs_diff_onnx_vs_interp"] < 1e-6
     assert result["apply"]["grouped"]["max_abs_diff_onnx_vs_numpy"] < 1e-6
+
+
+@pytest.mark.slow
+def test_runner_runs_a_subset_and_writes_the_report(tmp_path):
+    """``python -m benchmarks --only ...``: each script as its own process, its JSON read,
+    the headline table and a section per benchmark in the report; README left alone."""
+    report, readme_before = tmp_path / "RESULTS.md", (ROOT / "README.md").read_text()
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "metrics_speed,calibration_quality",
+                           "--out-dir", str(tmp_path / "out"), "--report", str(report), "--no-reference"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert json.loads((tmp_path / "out" / "metrics_speed.json").read_text())["vs_metricframe"]
+    assert json.loads((tmp_path / "out" / "calibration_quality.json").read_text())["checks"]
+    text = report.read_text()
+    assert "Smoke scale" in text and "## Headline" in text and "## Machine" in text and "## Commands" in text
+    assert "## metrics_speed" in text and "## calibration_quality" in text and "## train_methods" not in text
+    headline = text.split("## Headline", 1)[1].split("##", 1)[0]
+    rows = [ln for ln in headline.splitlines()
+            if ln.startswith("| ") and ("`metrics_speed`" in ln or "`calibration_quality`" in ln)]
+    assert len(rows) == 4 and all(r.rstrip(" |").endswith(("met", "**missed**")) for r in rows), headline
+    assert "could not read its JSON" not in text and "failed" not in headline
+    assert (ROOT / "README.md").read_text() == readme_before
+
+
+def test_runner_knows_every_script():
+    """Every benchmark script is run by ``python -m benchmarks``: named in its list, or
+    discovered (a new script taking ``--quick`` and ``--out``); README markers come in pairs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmarks_runner", ROOT / "benchmarks" / "__main__.py")
+    runner = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = runner  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(runner)
+    finally:
+        del sys.modules[spec.name]
+    scripts = {p.stem for p in (ROOT / "benchmarks").glob("*.py")} - {"bench_data", "__main__", "__init__"}
+    missing = scripts - set(runner.BY_NAME)
+    assert not missing, f"give these scripts --quick and --out, or list them in benchmarks/__main__.py: {missing}"
+    readme = (ROOT / "README.md").read_text()
+    assert (runner.START in readme) == (runner.END in readme)

@@ -93,6 +93,8 @@ def calibrate_command(
     require_columns(table, label, role="label column", source=src)
     require_columns(table, sensitive, role="sensitive column", source=src)
     require_columns(table, score, role="score column", source=src)
+    if len(table) == 0:
+        raise InputError(f"the table {src!r} has no rows")
     raw = table[score].to_numpy()
     if raw.dtype.kind not in "fiu":
         raise InputError(f"score column(s) {', '.join(score)} must be numeric")
@@ -163,6 +165,8 @@ def export_command(
     image: str = typer.Option(None, "--image", help="Image path column, relative to the table (image models)."),
     rows: int = typer.Option(256, "--rows", min=2, help="Rows of --data used to check the export."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a pickled checkpoint."),
+    allow_outside_paths: bool = typer.Option(False, "--allow-outside-paths", help="Allow image paths that lead "
+                                             "outside the table's folder (../, absolute, symlinks)."),
 ) -> None:
     """Write model + trigger + calibrator as one ONNX graph, checked by onnxruntime before it is kept."""
     from reprogram.calibrate import export_calibrator_onnx, export_onnx, load_calibrator
@@ -184,7 +188,7 @@ def export_command(
 
     model, _ = load_model(model_path, allow_pickle, "cpu")
     trig = load_trigger(trigger_dir, model)[0] if trigger_dir is not None else None
-    example, frame = _example_inputs(model, data, text, image, rows)
+    example, frame = _example_inputs(model, data, text, image, rows, allow_outside_paths)
     groups = None
     if cal is not None and hasattr(cal, "groups_"):
         groups = _group_index(cal, frame, len(example))
@@ -194,7 +198,8 @@ def export_command(
                   " against PyTorch in onnxruntime (max abs diff <= 1e-5)")
 
 
-def _example_inputs(model, data: Path | None, text: str | None, image: str | None, rows: int):
+def _example_inputs(model, data: Path | None, text: str | None, image: str | None, rows: int,
+                    allow_outside_paths: bool = False):
     """A batch of model inputs: the first ``rows`` rows of ``data``, or random ones shaped from the sidecar."""
     import torch
 
@@ -203,7 +208,7 @@ def _example_inputs(model, data: Path | None, text: str | None, image: str | Non
         from reprogram.data import read_table
 
         frame = read_table(data).iloc[:rows].reset_index(drop=True)
-        ds = inputs_dataset(frame, model, text, image, Path(data).resolve().parent)
+        ds = inputs_dataset(frame, model, text, image, Path(data).resolve().parent, allow_outside_paths)
         return torch.stack([ds[i][0] for i in range(len(ds))]), frame
     gen = torch.Generator().manual_seed(0)
     meta = model.meta

@@ -9,7 +9,7 @@ import typer
 
 from reprogram.cli.app import app
 from reprogram.cli.common import DEVICE_OPTION, SENSITIVE_OPTION, console
-from reprogram.cli.fit import ALLOW_PICKLE, DATA, IMAGE, LABEL, MODEL, TEXT, TRIGGER_DIR, load_model, model_dataset
+from reprogram.cli.fit import ALLOW_OUTSIDE, ALLOW_PICKLE, DATA, IMAGE, LABEL, MODEL, TEXT, TRIGGER_DIR, load_model, model_dataset
 from reprogram.errors import InputError
 
 
@@ -25,7 +25,7 @@ def explain_command(
     smoothgrad: bool = typer.Option(False, "--smoothgrad", help="Add SmoothGrad maps (images)."),
     steps: int = typer.Option(None, "--steps", min=2, help="Integrated Gradients steps (default 32, 64 tabular)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sample choice (and SmoothGrad noise)."),
-    device: str = DEVICE_OPTION, allow_pickle: bool = ALLOW_PICKLE,
+    device: str = DEVICE_OPTION, allow_pickle: bool = ALLOW_PICKLE, allow_outside_paths: bool = ALLOW_OUTSIDE,
 ) -> None:
     """Explain a model, and what its trigger changes, group by group, in one HTML page."""
     from reprogram.data import read_table
@@ -35,7 +35,7 @@ def explain_command(
     if out.suffix.lower() != ".html":
         raise InputError(f"--out must end in .html, got {out.name}")
     model, dev = load_model(model_path, allow_pickle, device)
-    ds = model_dataset(data, model, label, sensitive, text, image)
+    ds = model_dataset(data, model, label, sensitive, text, image, allow_outside_paths)
     frame = read_table(data) if model.input_kind == "tabular" or calibrator_dir is not None else None
     trig, meta = None, None
     if trigger_dir is not None:
@@ -47,12 +47,10 @@ def explain_command(
     cal = None
     if calibrator_dir is not None:
         from reprogram.calibrate import load_calibrator
-        from reprogram.data import require_columns
+        from reprogram.calibrate.artifacts import check_calibrator_groups
 
         cal = load_calibrator(calibrator_dir)
-        if hasattr(cal, "encoder_"):
-            require_columns(frame, cal.encoder_.columns_, role="sensitive column (of the calibrator)",
-                            source=str(data))
+        check_calibrator_groups(cal, frame, calibrator_dir, source=str(data))
     console.print(f"explaining {len(ds)} rows of {data.name}: up to {samples} per group of "
                   f"{', '.join(ds.group_names)}" + (" (without and with the trigger)" if trig is not None else ""))
     report = saliency_report(model, ds, trig, calibrator=cal, out=out, samples=samples, seed=seed, layer=layer,

@@ -20,6 +20,8 @@ TEXT = typer.Option(None, "--text", help="Text column (text models).")
 IMAGE = typer.Option(None, "--image", help="Image path column, relative to the table (image models).")
 ALLOW_PICKLE = typer.Option(False, "--allow-pickle", help="Allow a pickled checkpoint (it can run arbitrary code).")
 TRIGGER_DIR = typer.Option(None, "--trigger", help="A trigger folder written by `reprogram fit`.")
+ALLOW_OUTSIDE = typer.Option(False, "--allow-outside-paths",
+                             help="Allow image paths that lead outside the table's folder (../, absolute, symlinks).")
 
 
 def load_model(model_path: Path, allow_pickle: bool, device: str):
@@ -37,14 +39,14 @@ def model_collate(model):
     return tokenize_collate(model.tokenizer)
 
 
-def model_dataset(table, model, label, sensitive, text, image):
+def model_dataset(table, model, label, sensitive, text, image, allow_outside_paths=False):
     from reprogram.data import load_dataset_like
 
     return load_dataset_like(table, model.meta | {"input_kind": model.input_kind}, label=label, sensitive=sensitive,
-                             text=text, image=image)
+                             text=text, image=image, allow_outside_paths=allow_outside_paths)
 
 
-def inputs_dataset(frame, model, text, image, base_dir):
+def inputs_dataset(frame, model, text, image, base_dir, allow_outside_paths=False):
     """The model inputs of a table that need not have labels or groups (apply, export).
 
     The one loader wants a label and a group: constant stand-ins let it read the inputs.
@@ -54,7 +56,8 @@ def inputs_dataset(frame, model, text, image, base_dir):
     stand_in = model.classes[0] if model.classes else 0
     return load_dataset_like(frame.assign(__label__=stand_in, __group__="all"),
                              model.meta | {"input_kind": model.input_kind}, label="__label__",
-                             sensitive="__group__", text=text, image=image, base_dir=base_dir)
+                             sensitive="__group__", text=text, image=image, base_dir=base_dir,
+                             allow_outside_paths=allow_outside_paths)
 
 
 @app.command("fit")
@@ -78,22 +81,26 @@ def fit_command(
     val: Path = typer.Option(None, "--val", help="Validation table to pick the epoch on (default: --data itself)."),
     tolerance: float = typer.Option(0.02, "--tolerance", help="Accuracy drop within which the fairest epoch is kept."),
     seed: int = typer.Option(0, "--seed"), device: str = DEVICE_OPTION,
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="Save every epoch in this folder."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from --checkpoint."),
-    allow_pickle: bool = ALLOW_PICKLE,
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Save every epoch in this folder (the newest two kept)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest whole checkpoint in --checkpoint "
+                                                        "(a fresh start when there is none)."),
+    allow_pickle: bool = ALLOW_PICKLE, allow_outside_paths: bool = ALLOW_OUTSIDE,
 ) -> None:
     """Learn a fairness trigger for a frozen model on tuning data it was not trained on."""
     from reprogram.triggers import TRIGGER_NAMES, TriggerFitter, make_trigger, save_trigger
 
     if resume and checkpoint is None:
         raise InputError("--resume needs --checkpoint DIR (where the earlier run saved its epochs)")
+    from reprogram import distributed
+
+    ctx = distributed.start_cli(device, console)  # under torchrun: data parallel, rank 0 prints and writes
     model, dev = load_model(model_path, allow_pickle, device)
     if trigger is None:
         trigger = {"image": "border", "text": "prompt", "tabular": "feature"}[model.input_kind]
     if trigger not in TRIGGER_NAMES:
         raise InputError(f"unknown --trigger {trigger!r}; use one of {', '.join(TRIGGER_NAMES)}")
-    tune = model_dataset(data, model, label, sensitive, text, image)
-    val_ds = model_dataset(val, model, label, sensitive, text, image) if val is not None else tune
+    tune = model_dataset(data, model, label, sensitive, text, image, allow_outside_paths)
+    val_ds = model_dataset(val, model, label, sensitive, text, image, allow_outside_paths) if val is not None else tune
     trig = make_trigger(trigger, model, tune, size=size, mode=mode, seed=seed)
     fitter = TriggerFitter(model, trig, criterion, lam, rule=rule, disc_steps=disc_steps, epochs=epochs,
                            batch_size=batch_size, lr=lr, disc_lr=disc_lr, optimizer=optimizer,
@@ -102,7 +109,9 @@ def fit_command(
                            progress=console.is_terminal)
     console.print(f"fitting a {type(trig).__name__} for {criterion} (lambda {lam}) on {len(tune)} rows, "
                   f"groups: {', '.join(tune.group_names)}")
-    fitter.fit(tune, val_ds)
+    fit_or_exit(fitter, tune, val_ds)
+    if not ctx.is_main:
+        return
     base, after = fitter.base_report_, fitter.evaluate(val_ds)
     console.print(*compare_tables(base, after, title=f"validation ({'--val' if val else '--data'})"))
     saved = save_trigger(fitter.trigger, out, model=model, criterion=criterion, **{"lambda": lam}, rule=rule,
@@ -110,6 +119,20 @@ def fit_command(
                          classes=list(tune.classes), groups=list(tune.group_names), best_epoch=fitter.best_epoch_,
                          validation={"base": base.overall, "triggered": after.overall}, history=fitter.history_)
     console.print(f"kept epoch {fitter.best_epoch_}; wrote {saved}")
+
+
+def fit_or_exit(fitter, *data) -> None:
+    """``fitter.fit(*data)``; Ctrl-C prints what was saved and exits with 130."""
+    from reprogram import distributed
+    from reprogram.checkpoint import TrainingInterrupted
+
+    try:
+        fitter.fit(*data)
+    except TrainingInterrupted as e:  # every rank stops together
+        distributed.finish()
+        console.print(f"[yellow]{e}[/]")
+        raise typer.Exit(130) from None
+    distributed.finish()  # not after an error: torchrun ends the other ranks
 
 
 def compare_tables(base, after, *, title: str) -> tuple[Table, Table]:
@@ -141,17 +164,22 @@ def evaluate_command(
     model_path: Path = MODEL, data: Path = DATA, label: str = LABEL, sensitive: list[str] = SENSITIVE_OPTION,
     trigger_dir: Path = TRIGGER_DIR, text: str = TEXT, image: str = IMAGE, device: str = DEVICE_OPTION,
     json_out: Path = typer.Option(None, "--json", help="Also write both reports as JSON."),
-    allow_pickle: bool = ALLOW_PICKLE,
+    allow_pickle: bool = ALLOW_PICKLE, allow_outside_paths: bool = ALLOW_OUTSIDE,
 ) -> None:
     """Accuracy and fairness of the model, and of the model with its trigger, side by side."""
     import warnings
 
-    from reprogram.metrics import dataset_report
+    from reprogram.metrics.streaming import dataset_report_from_batches
+    from reprogram.models import iter_proba
     from reprogram.triggers import FingerprintWarning, load_trigger
 
+    def dataset_report(ds, trig):  # counts each batch of predictions as it comes, keeping none
+        return dataset_report_from_batches(ds, iter_proba(model, ds, trigger=trig, device=dev,
+                                                          collate_fn=model_collate(model)))
+
     model, dev = load_model(model_path, allow_pickle, device)
-    ds = model_dataset(data, model, label, sensitive, text, image)
-    base = dataset_report(ds, predict(model, None, ds, dev))
+    ds = model_dataset(data, model, label, sensitive, text, image, allow_outside_paths)
+    base = dataset_report(ds, None)
     if trigger_dir is None:
         report = base
         console.print(report)
@@ -163,7 +191,7 @@ def evaluate_command(
         trig, _ = load_trigger(trigger_dir, model)
     for w in caught:
         console.print(f"[yellow]warning:[/] {w.message}")
-    after = dataset_report(ds, predict(model, trig, ds, dev))
+    after = dataset_report(ds, trig)
     console.print(*compare_tables(base, after, title=data.name))
     if json_out:
         from reprogram.io import atomic_write_text
@@ -188,6 +216,7 @@ def apply_command(
                                                                    "adds calibrated_score column(s)."),
     keep: list[str] = typer.Option(None, "--keep", help="Input columns to copy into the predictions "
                                                          "(e.g. --keep label sex race, for calibrate or metrics)."),
+    allow_outside_paths: bool = ALLOW_OUTSIDE,
 ) -> None:
     """Predict with the model (and its trigger): id, score (or score_<class>) and pred columns."""
     import pandas as pd
@@ -207,7 +236,7 @@ def apply_command(
         taken = {"id", "score", "pred"}
         if set(keep) & taken or any(str(k).startswith(("score_", "calibrated_score")) for k in keep):
             raise InputError(f"--keep columns may not be named id, score, pred, score_* or calibrated_score*: {keep}")
-    ds = inputs_dataset(frame, model, text, image, Path(data).resolve().parent)
+    ds = inputs_dataset(frame, model, text, image, Path(data).resolve().parent, allow_outside_paths)
     trig = load_trigger(trigger_dir, model)[0].to(dev) if trigger_dir is not None else None
     proba = predict(model, trig, ds, dev)
     classes = model.classes or list(range(proba.shape[1]))
@@ -233,7 +262,7 @@ def _calibrated_columns(calibrator_dir: Path, proba: np.ndarray, frame, classes:
     A group calibrator reads the sensitive columns it was fitted on from the input table.
     """
     from reprogram.calibrate import load_calibrator
-    from reprogram.data import require_columns
+    from reprogram.calibrate.artifacts import check_calibrator_groups
 
     cal = load_calibrator(calibrator_dir)
     if int(getattr(cal, "n_classes_", 2)) != proba.shape[1]:
@@ -242,7 +271,7 @@ def _calibrated_columns(calibrator_dir: Path, proba: np.ndarray, frame, classes:
     scores = proba[:, 1] if proba.shape[1] == 2 else proba
     if hasattr(cal, "groups_"):
         cols = cal.encoder_.columns_
-        require_columns(frame, cols, role="sensitive column (of the calibrator)", source=source)
+        check_calibrator_groups(cal, frame, calibrator_dir, source=source)
         out = cal.transform(scores, frame[cols])
     else:
         out = cal.transform(scores)

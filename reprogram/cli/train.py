@@ -83,11 +83,14 @@ def method_options(method: str, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_data(data: Path, val: Path | None, val_fraction: float, label: str, sensitive: list[str],
-              features: list[str] | None, text: str | None, image: str | None, image_size: int, seed: int):
+              features: list[str] | None, text: str | None, image: str | None, image_size: int, seed: int,
+              allow_outside_paths: bool = False):
     """Training and validation datasets as the options say."""
     from reprogram.data import load_train_val
 
     kw: dict[str, Any] = {"features": features or None, "text": text, "image": image}
+    if image is not None:
+        kw["allow_outside_paths"] = allow_outside_paths
     if image is not None:
         kw["image_meta"] = {"size": [image_size, image_size], "channels": 3}
     return load_train_val(data, label=label, sensitive=sensitive, val=val, val_fraction=val_fraction, seed=seed, **kw)
@@ -142,10 +145,15 @@ def train_command(
     epochs: int = EPOCHS, batch_size: int = BATCH_SIZE, lr: float = LR, optimizer: str = OPTIMIZER,
     schedule: str = SCHEDULE, weight_decay: float = WEIGHT_DECAY, seed: int = SEED, device: str = DEVICE_OPTION,
     monitor: str = MONITOR, patience: int = PATIENCE,
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Save every epoch in this folder (the newest two kept)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest whole checkpoint in --checkpoint "
+                                                        "(a fresh start when there is none)."),
     variant: str = VARIANT, c: float = C, beta_lr: float = BETA_LR, temperature: float = TEMPERATURE,
     penalty: str = PENALTY, eta: float = ETA, constraint: str = CONSTRAINT,
     eps: float = EPS, multiplier_lr: float = MULTIPLIER_LR, on: str = ON, strength: float = STRENGTH, by: str = BY,
     k: float = K, to: str = TO, step_size: float = STEP_SIZE, difference_bound: float = DIFFERENCE_BOUND,
+    allow_outside_paths: bool = typer.Option(False, "--allow-outside-paths", help="Allow image paths that lead "
+                                             "outside the table's folder (../, absolute, symlinks)."),
 ) -> None:
     """Train a base model with an in-processing method; print its validation fairness table."""
     import torch
@@ -156,11 +164,20 @@ def train_command(
                  multiplier_lr=multiplier_lr, on=on, strength=strength, by=by, k=k, to=to, step_size=step_size,
                  difference_bound=difference_bound)  # fmt: skip
     options = method_options(method, given)
-    train, val_ds = load_data(data, val, val_fraction, label, sensitive, features, text, image, image_size, seed)
+    if resume and checkpoint is None:
+        raise InputError("--resume needs --checkpoint DIR (where the earlier run saved its epochs)")
+    if checkpoint is not None and method == "reductions":
+        raise InputError("--method reductions fits in one go (fairlearn); it takes no --checkpoint")
+    from reprogram import distributed
+    from reprogram.checkpoint import TrainingInterrupted
+
+    ctx = distributed.start_cli(device, console)  # under torchrun: data parallel, rank 0 prints and writes
+    train, val_ds = load_data(data, val, val_fraction, label, sensitive, features, text, image, image_size, seed,
+                              allow_outside_paths)
     build, collate = model_factory(train, arch, hidden, dropout, freeze_encoder, max_length)
     tkw = trainer_options(epochs, batch_size, lr, optimizer, schedule, weight_decay, seed, device, monitor, patience,
                           collate)
-    tkw["progress"] = console.is_terminal
+    tkw.update(progress=console.is_terminal, checkpoint_dir=checkpoint, resume=resume)
 
     def seeded_build():
         torch.manual_seed(seed)
@@ -168,7 +185,15 @@ def train_command(
 
     console.print(f"training {method} on {len(train)} rows ({len(val_ds)} for validation), groups: "
                   f"{', '.join(train.group_names)}")
-    fitted = train_method(method, train, build_model=seeded_build, val=val_ds, trainer_kw=tkw, **options)
+    try:
+        fitted = train_method(method, train, build_model=seeded_build, val=val_ds, trainer_kw=tkw, **options)
+    except TrainingInterrupted as e:  # every rank stops together
+        distributed.finish()
+        console.print(f"[yellow]{e}[/]")
+        raise typer.Exit(130) from None
+    distributed.finish()  # not after an error: torchrun ends the other ranks
+    if not ctx.is_main:
+        return
     report = fitted.report(val_ds)
     console.print(report)
     path = fitted.save(out, train, arch=arch)

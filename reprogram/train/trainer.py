@@ -18,11 +18,30 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate
 
-from reprogram.errors import InputError, NotFittedError, ReprogramError
+from reprogram import distributed as D
+from reprogram.checkpoint import (
+    GracefulInterrupt,
+    TrainingInterrupted,
+    interrupted_message,
+    jsonable,
+    latest_checkpoint,
+    load_optimizer,
+    optimizer_tensors,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from reprogram.errors import ArtifactError, InputError, NotFittedError, ReprogramError
 from reprogram.models.device import call_model, move_to, resolve_device, seed_everything
 from reprogram.train.objective import CrossEntropy, Objective
 
@@ -56,6 +75,21 @@ class _Indexed(Dataset):
         return x, y, g, i
 
 
+class _Forward(nn.Module):
+    """The model's logits (and its representation, for objectives that read it) in one
+    ``forward``, so that DistributedDataParallel sees the whole step."""
+
+    def __init__(self, model: nn.Module, representation: bool):
+        super().__init__()
+        self.model, self.representation = model, representation
+
+    def forward(self, x):
+        if self.representation:
+            rep = self.model.features(x)
+            return self.model.head(rep), rep
+        return call_model(self.model, x)
+
+
 def _with_index(collate: Callable | None) -> Callable:
     inner = collate or default_collate
 
@@ -85,6 +119,18 @@ class Trainer:
         resampler); samplers with ``set_epoch`` get it called each epoch.
     collate_fn : how to batch ``(x, y, group)`` items (e.g. a tokenizer collate).
     progress : show a progress bar.
+    checkpoint_dir, resume : save model, objective, optimizer, schedule, RNG states, the
+        best epoch and the history there after every epoch (safetensors + JSON, see
+        :mod:`reprogram.checkpoint`); continue from the newest whole one. A run killed
+        at any moment and resumed ends where an uninterrupted one does (CPU, same seed).
+        Ctrl-C stops at the next batch, the last epoch's checkpoint saved.
+
+    Under an initialised ``torch.distributed`` process group ``fit`` runs data parallel
+    (:mod:`reprogram.distributed`): ``batch_size`` is the global batch, the model is
+    wrapped in ``DistributedDataParallel``, the objective's own parameters have their
+    gradients averaged, rank 0 validates and decides, only rank 0 saves. Objectives
+    that update state from their batch (GroupDRO's weights, FAS's sample averages) keep
+    it per rank.
 
     After ``fit``: ``history_`` (one dict per epoch: train loss, the objective's own
     figures, and ``val_*`` fairness figures), ``best_epoch_``, ``model``.
@@ -113,6 +159,8 @@ class Trainer:
         collate_fn: Callable | None = None,
         progress: bool = True,
         eval_batch_size: int = 1024,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
     ):
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise InputError(f"epochs and batch_size must be >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
@@ -132,6 +180,8 @@ class Trainer:
         self.sampler, self.batch_sampler, self.collate_fn = sampler, batch_sampler, collate_fn
         self.progress = progress
         self.eval_batch_size = eval_batch_size
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.resume = bool(resume)
 
     # -- the loop ---------------------------------------------------------------
 
@@ -153,12 +203,17 @@ class Trainer:
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.epochs)
         return opt, sched
 
-    def _loader(self, ds: Dataset, generator: torch.Generator) -> DataLoader:
+    def _loader(self, ds: Dataset, generator: torch.Generator, per_rank: int) -> DataLoader:
+        ctx = D.context()
         kw: dict[str, Any] = {"collate_fn": _with_index(self.collate_fn)}
         if self.batch_sampler is not None:
-            kw["batch_sampler"] = self.batch_sampler
+            bs = self.batch_sampler
+            kw["batch_sampler"] = D.ShardedBatchSampler(bs, ctx.world_size, ctx.rank) if ctx.enabled else bs
         else:
-            kw.update(batch_size=self.batch_size, sampler=self.sampler, shuffle=self.sampler is None, generator=generator)
+            sampler = self.sampler if self.sampler is not None else RandomSampler(ds, generator=generator)
+            if ctx.enabled:  # rank r takes rows r, r + N, ... of the single-process order
+                sampler = D.ShardedSampler(sampler, ctx.world_size, ctx.rank)
+            kw.update(batch_size=per_rank, sampler=sampler, generator=generator)
         return DataLoader(_Indexed(ds), **kw)
 
     def _step_loss(self, x, y, g, idx) -> torch.Tensor:
@@ -166,29 +221,39 @@ class Trainer:
         if obj.needs_representation:
             if not hasattr(self.model, "features") or not hasattr(self.model, "head"):
                 raise InputError(f"{type(obj).__name__} needs a model split into features and head (see train.models)")
-            rep = self.model.features(x)
-            return obj(self.model.head(rep), y, g, index=idx, representation=rep)
-        return obj(call_model(self.model, x), y, g, index=idx)
+            logits, rep = self._forward(x)
+            return obj(logits, y, g, index=idx, representation=rep)
+        return obj(self._forward(x), y, g, index=idx)
 
     def fit(self, train: Dataset, val: Dataset | None = None) -> Trainer:
         """Train on ``train``; validate (and early-stop) on ``val`` when given."""
         if len(train) == 0:
             raise InputError("the training set is empty")
+        ctx = D.context()
+        per_rank = D.per_rank_batch(self.batch_size)
         generator = seed_everything(self.seed)
         self.model.to(self.device)
         self.objective.to(self.device)
         opt, sched = self._make_optimizer()
-        loader = self._loader(train, generator)
+        self._forward = D.wrap_ddp(_Forward(self.model, self.objective.needs_representation), self.device)
+        loader = self._loader(train, generator, per_rank)
         mode = monitor_mode(self.monitor)
-        best, best_state, stale = None, None, 0
+        state = {"best": None, "stale": 0, "done": False}
+        best_state = None
         self.history_: list[dict] = []
         self.best_epoch_ = None
+        start = 0
+        if self.resume and self.checkpoint_dir is not None:
+            start, best_state = self._load_checkpoint(opt, sched, generator, state)
         n_batches = len(loader)
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[status]}"))  # fmt: skip
-        with Progress(*columns, transient=True, disable=not self.progress) as bar:
-            task = bar.add_task("training", total=self.epochs * n_batches, status="")
-            for epoch in range(self.epochs):
+        with GracefulInterrupt() as stop, Progress(*columns, transient=True,
+                                                   disable=not (self.progress and ctx.is_main)) as bar:
+            task = bar.add_task("training", total=self.epochs * n_batches, completed=start * n_batches, status="")
+            for epoch in range(start, self.epochs):
+                if state["done"]:
+                    break
                 for s in (self.sampler, self.batch_sampler):
                     if hasattr(s, "set_epoch"):
                         s.set_epoch(epoch)
@@ -204,7 +269,9 @@ class Trainer:
                             f"training diverged at epoch {epoch + 1}: the loss is {loss.item()}; try a lower learning rate"
                         )
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    loss.backward()  # DDP averages the model's gradients over the ranks
+                    if ctx.enabled:
+                        D.all_reduce_mean_([p.grad for p in self.objective.parameters() if p.grad is not None])
                     if self.max_grad_norm:
                         nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
                     opt.step()
@@ -212,31 +279,90 @@ class Trainer:
                     total += loss.item() * len(y)
                     rows += len(y)
                     bar.update(task, advance=1)
+                    if stop.requested and not ctx.enabled:
+                        break
+                if D.all_reduce_sum([float(stop.requested)])[0] > 0:
+                    raise TrainingInterrupted(interrupted_message(self.checkpoint_dir, epoch))
                 if sched is not None:
                     sched.step()
+                total, rows = D.all_reduce_sum([total, rows])
                 record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total / max(rows, 1)}
                 record.update(self.objective.epoch_logs())
                 if val is not None:
-                    report = self.evaluate(val)
-                    record.update({f"val_{k}": v for k, v in report.overall.items()})
+                    overall = self.evaluate(val).overall if ctx.is_main else None
+                    overall = D.broadcast_object(overall)  # rank 0's figures decide on every rank
+                    record.update({f"val_{k}": v for k, v in overall.items()})
                     key = f"val_{self.monitor}"
                     if key not in record:
-                        raise InputError(f"unknown monitor {self.monitor!r}; use one of {', '.join(report.overall)}")
+                        raise InputError(f"unknown monitor {self.monitor!r}; use one of {', '.join(overall)}")
                     value = record[key]
+                    best = state["best"]
                     better = best is None or (value > best if mode == "max" else value < best)
                     if better and not math.isnan(value):
-                        best, best_state, stale = value, copy.deepcopy(self.model.state_dict()), 0
+                        state.update(best=value, stale=0)
+                        best_state = copy.deepcopy(self.model.state_dict())
                         self.best_epoch_ = epoch + 1
                     else:
-                        stale += 1
+                        state["stale"] += 1
                     bar.update(task, status=f"epoch {epoch + 1}: {self.monitor} {value:.4f}")
                 self.history_.append(record)
-                if self.patience is not None and val is not None and stale > self.patience:
-                    break
+                if self.patience is not None and val is not None and state["stale"] > self.patience:
+                    state["done"] = True
+                if self.checkpoint_dir is not None and ctx.is_main:
+                    self._save_checkpoint(epoch + 1, opt, sched, generator, state, best_state)
+        self._forward = None
         if best_state is not None:
             self.model.load_state_dict(best_state)
         self.model.eval()
         return self
+
+    # -- checkpoints --------------------------------------------------------------
+
+    def _save_checkpoint(self, epoch, opt, sched, generator, state, best_state) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update({f"objective.{k}": v for k, v in self.objective.state_dict().items()})
+        if best_state is not None:
+            tensors.update({f"best.{k}": v for k, v in best_state.items()})
+        o_state, o_groups = optimizer_tensors("opt", opt)
+        rng, rng_meta = rng_state(generator)
+        tensors.update({**o_state, **rng})
+        meta = {"history": self.history_, "best_epoch": self.best_epoch_, "best": state["best"], "stale": state["stale"],
+                "done": state["done"], "objective": type(self.objective).__name__, "model": type(self.model).__name__,
+                "optimizer_groups": o_groups, "scheduler": None if sched is None else jsonable(sched.state_dict()),
+                "rng": rng_meta}
+        save_checkpoint(self.checkpoint_dir, epoch, tensors, meta)
+
+    def _load_checkpoint(self, opt, sched, generator, state) -> tuple[int, dict | None]:
+        """Restore the newest whole checkpoint; (0, None) when there is none (a fresh start)."""
+        from reprogram.artifacts import read_artifact
+
+        found = latest_checkpoint(self.checkpoint_dir, required=("rng.torch",)) if D.is_main() else None
+        path = D.broadcast_object(None if found is None else str(found[2]))  # every rank loads the same epoch
+        if path is None:
+            return 0, None
+        tensors, meta = found[:2] if found is not None else read_artifact(path, "checkpoint")
+        if meta.get("objective") != type(self.objective).__name__ or meta.get("model") != type(self.model).__name__:
+            raise ArtifactError(f"the checkpoint in {self.checkpoint_dir} is for a {meta.get('model')} trained with "
+                                f"{meta.get('objective')}, not this {type(self.model).__name__} with "
+                                f"{type(self.objective).__name__}")
+
+        def part(prefix):
+            return {k[len(prefix) + 1 :]: v.to(self.device) for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+        try:
+            self.model.load_state_dict(part("model"))
+            self.objective.load_state_dict(part("objective"))
+        except RuntimeError as e:
+            raise ArtifactError(f"the checkpoint in {self.checkpoint_dir} does not fit this model: "
+                                f"{str(e).splitlines()[0]}") from None
+        load_optimizer(opt, "opt", tensors, meta["optimizer_groups"])
+        if sched is not None and meta.get("scheduler") is not None:
+            sched.load_state_dict(meta["scheduler"])
+        set_rng_state(tensors, meta.get("rng", {}), generator)
+        self.history_ = list(meta["history"])
+        self.best_epoch_ = meta.get("best_epoch")
+        state.update(best=meta.get("best"), stale=int(meta.get("stale", 0)), done=bool(meta.get("done")))
+        return int(meta["epoch"]), (part("best") or None)
 
     # -- using the trained model --------------------------------------------------
 
@@ -297,7 +423,8 @@ def save_frozen(model: nn.Module, path: str | Path, dataset: Dataset, *, arch: s
         traced = torch.jit.trace(cpu_model, move_to(x, torch.device("cpu")))
     with atomic_path(path) as tmp:
         torch.jit.save(traced, str(tmp))
-    write_sidecar(path, meta)
+        # the sidecar goes first: one that cannot be written leaves no model without it
+        write_sidecar(path, meta)
     return path
 
 

@@ -19,8 +19,13 @@ After each epoch the trigger is scored on the validation split; the epoch kept i
 one with the lowest fairness gap (DP difference for "dp", equalized-odds difference for
 "eo") among the epochs whose validation accuracy is within ``tolerance`` of the model
 without a trigger, or, when none is, the most accurate epoch. With ``checkpoint_dir``
-every epoch is saved (safetensors: trigger, discriminator, optimizers, RNG state) and
-``resume=True`` continues from the last one.
+every epoch is saved (safetensors: trigger, discriminator, optimizers, the best epoch's
+trigger, every RNG state; see :mod:`reprogram.checkpoint`) and ``resume=True`` continues
+from the newest checkpoint that reads back whole, so a run killed at any moment and
+resumed ends with the trigger an uninterrupted run learns. Ctrl-C stops at the next batch
+(:class:`~reprogram.checkpoint.TrainingInterrupted`), the last epoch's checkpoint saved.
+Under a ``torch.distributed`` process group the loop runs data parallel (see
+:mod:`reprogram.distributed`).
 """
 
 from __future__ import annotations
@@ -33,10 +38,28 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate
 
+from reprogram import distributed as D
+from reprogram.checkpoint import (
+    GracefulInterrupt,
+    TrainingInterrupted,
+    interrupted_message,
+    latest_checkpoint,
+    load_optimizer,
+    optimizer_tensors,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from reprogram.errors import ArtifactError, GroupError, InputError
 from reprogram.models.device import call_model, move_to, resolve_device, seed_everything
 from reprogram.triggers.discriminator import CRITERIA, Discriminator
@@ -54,21 +77,8 @@ def _frozen(model: nn.Module) -> nn.Module:
     return model if isinstance(model, FrozenModel) else FrozenModel(model)
 
 
-def _optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
-    """An optimizer's state as flat named tensors (safetensors) and its param groups (JSON)."""
-    sd = opt.state_dict()
-    tensors = {f"{prefix}.{pid}.{k}": (v if torch.is_tensor(v) else torch.tensor(v))
-               for pid, st in sd["state"].items() for k, v in st.items()}
-    return tensors, sd["param_groups"]
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict, groups: list) -> None:
-    state: dict[int, dict] = {}
-    for key, t in tensors.items():
-        if key.startswith(prefix + "."):
-            _, pid, k = key.split(".", 2)
-            state.setdefault(int(pid), {})[k] = t
-    opt.load_state_dict({"state": state, "param_groups": groups})
+# kept under their old names: the checkpoint helpers now live in reprogram.checkpoint
+_optimizer_tensors, _load_optimizer = optimizer_tensors, load_optimizer
 
 
 OPTIMIZERS = ("adam", "sgd")
@@ -149,8 +159,11 @@ class TriggerFitter:
     def _trigger_step(self, x, y, g, t_opt, d_opt) -> tuple[float, float]:
         logits = call_model(self.model, self.trigger(x))
         disc = self.discriminator_
+        # the discriminator learns by .backward(): under a process group through its DDP
+        # wrapper, which averages its gradients over the ranks
+        disc_train = getattr(self, "_disc_train", None) or disc
         for _ in range(self.disc_steps):
-            d_loss = F.cross_entropy(disc(logits.detach(), y), g)
+            d_loss = F.cross_entropy(disc_train(logits.detach(), y), g)
             d_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             d_opt.step()
@@ -158,10 +171,12 @@ class TriggerFitter:
         adv = F.cross_entropy(disc(logits, y), g)
         params = [p for p in self.trigger.parameters() if p.requires_grad]
         if self.rule == "minmax":
-            grads = torch.autograd.grad(task - self.lam * adv, params)
+            grads = list(torch.autograd.grad(task - self.lam * adv, params))
+            D.all_reduce_mean_(grads)  # autograd.grad bypasses DDP's hooks: average over the ranks here
         else:
-            g_task = torch.autograd.grad(task, params, retain_graph=True)
-            g_adv = torch.autograd.grad(adv, params)
+            g_task = list(torch.autograd.grad(task, params, retain_graph=True))
+            g_adv = list(torch.autograd.grad(adv, params))
+            D.all_reduce_mean_(g_task + g_adv)  # project the global gradients, not each rank's
             flat_a = torch.cat([a.flatten() for a in g_adv])
             unit = flat_a / (flat_a.norm() + 1e-12)
             along = torch.dot(torch.cat([t.flatten() for t in g_task]), unit)
@@ -186,10 +201,16 @@ class TriggerFitter:
             raise GroupError(f"the {what} set has one group ({names[int(ids[0])]}); a fairness trigger needs at least two")
 
     def fit(self, tune: Dataset, val: Dataset | None = None) -> TriggerFitter:
-        """Learn the trigger on ``tune`` (data the model was not trained on); pick the epoch on ``val``."""
+        """Learn the trigger on ``tune`` (data the model was not trained on); pick the epoch on ``val``.
+
+        Under an initialised ``torch.distributed`` process group this runs data parallel
+        (see :mod:`reprogram.distributed`): ``batch_size`` is the global batch.
+        """
         self._check_data(tune, "tuning")
         if val is not None:
             self._check_data(val, "validation")
+        ctx = D.context()
+        per_rank = D.per_rank_batch(self.batch_size)
         n_classes = len(tune.classes)
         n_groups = len(tune.group_names)
         seed_everything(self.seed)
@@ -197,24 +218,29 @@ class TriggerFitter:
         self.trigger.to(self.device)
         self.discriminator_ = Discriminator(n_classes, n_groups, criterion=self.criterion,
                                             hidden=self.disc_hidden).to(self.device)
+        self._disc_train = D.wrap_ddp(self.discriminator_, self.device)
         t_opt = _optimizer(self.optimizer, (p for p in self.trigger.parameters() if p.requires_grad), self.lr)
         d_opt = _optimizer(self.disc_optimizer, self.discriminator_.parameters(), self.disc_lr)
         self.history_: list[dict] = []
         self.best_epoch_, best_state, start = None, None, 0
-        self.base_report_ = self.evaluate(val, triggered=False) if val is not None else None
-        if self.resume and self.checkpoint_dir is not None and (self.checkpoint_dir / "meta.json").is_file():
+        base = self.evaluate(val, triggered=False) if val is not None and ctx.is_main else None
+        self.base_report_ = D.broadcast_object(base)
+        if self.resume and self.checkpoint_dir is not None:
             start, best_state = self._load_checkpoint(t_opt, d_opt)
         gap_key = GAP_METRIC[self.criterion]
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[status]}"))  # fmt: skip
-        n_batches = math.ceil(len(tune) / self.batch_size)
-        with Progress(*columns, transient=True, disable=not self.progress) as bar:
+        n_batches = math.ceil(math.ceil(len(tune) / ctx.world_size) / per_rank)
+        with GracefulInterrupt() as stop, Progress(*columns, transient=True,
+                                                   disable=not (self.progress and ctx.is_main)) as bar:
             task_id = bar.add_task("fitting trigger", total=self.epochs * n_batches, completed=start * n_batches,
                                    status="")
             for epoch in range(start, self.epochs):
                 gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)  # same order after --resume
-                loader = DataLoader(tune, batch_size=self.batch_size, shuffle=True, generator=gen,
-                                    collate_fn=self.collate_fn)
+                sampler = RandomSampler(tune, generator=gen)
+                if ctx.enabled:  # rank r takes rows r, r + N, ... of that order
+                    sampler = D.ShardedSampler(sampler, ctx.world_size, ctx.rank)
+                loader = DataLoader(tune, batch_size=per_rank, sampler=sampler, generator=gen, collate_fn=self.collate_fn)
                 self.trigger.train()
                 self.discriminator_.train()
                 sums, rows = np.zeros(2), 0
@@ -224,9 +250,16 @@ class TriggerFitter:
                     sums += np.array([task, adv]) * len(y)
                     rows += len(y)
                     bar.update(task_id, advance=1)
-                record: dict[str, Any] = {"epoch": epoch + 1, "task_loss": sums[0] / rows, "adversary_loss": sums[1] / rows}
+                    if stop.requested and not ctx.enabled:
+                        break
+                stopping = D.all_reduce_sum([float(stop.requested)])[0] > 0
+                if stopping:
+                    raise TrainingInterrupted(interrupted_message(self.checkpoint_dir, epoch))
+                s_task, s_adv, rows = D.all_reduce_sum([sums[0], sums[1], rows])
+                record: dict[str, Any] = {"epoch": epoch + 1, "task_loss": s_task / rows, "adversary_loss": s_adv / rows}
                 if val is not None:
-                    overall = self.evaluate(val).overall
+                    overall = self.evaluate(val).overall if ctx.is_main else None
+                    overall = D.broadcast_object(overall)  # rank 0's figures decide on every rank
                     record.update({f"val_{k}": v for k, v in overall.items()})
                     bar.update(task_id, status=f"epoch {epoch + 1}: acc {overall['accuracy']:.3f}, "
                                                f"{self.criterion} gap {overall[gap_key]:.3f}")
@@ -234,11 +267,12 @@ class TriggerFitter:
                 if self._is_best(record):
                     self.best_epoch_ = epoch + 1
                     best_state = {k: v.detach().clone() for k, v in self.trigger.state_dict().items()}
-                if self.checkpoint_dir is not None:
+                if self.checkpoint_dir is not None and ctx.is_main:
                     self._save_checkpoint(epoch + 1, best_state, t_opt, d_opt)
         if best_state is not None:
             self.trigger.load_state_dict(best_state)
         self.trigger.eval()
+        self._disc_train = None
         return self
 
     def _is_best(self, record: dict) -> bool:
@@ -258,24 +292,32 @@ class TriggerFitter:
     # -- checkpoints ------------------------------------------------------------------
 
     def _save_checkpoint(self, epoch: int, best_state, t_opt, d_opt) -> None:
-        from reprogram.artifacts import write_artifact
-
         tensors = {f"trigger.{k}": v for k, v in self.trigger.state_dict().items()}
         tensors.update({f"disc.{k}": v for k, v in self.discriminator_.state_dict().items()})
         if best_state is not None:
             tensors.update({f"best.{k}": v for k, v in best_state.items()})
-        t_state, t_groups = _optimizer_tensors("opt_trigger", t_opt)
-        d_state, d_groups = _optimizer_tensors("opt_disc", d_opt)
-        tensors.update({**t_state, **d_state, "rng.torch": torch.get_rng_state()})
-        meta = {"epoch": epoch, "best_epoch": self.best_epoch_, "history": self.history_,
+        t_state, t_groups = optimizer_tensors("opt_trigger", t_opt)
+        d_state, d_groups = optimizer_tensors("opt_disc", d_opt)
+        rng, rng_meta = rng_state()
+        tensors.update({**t_state, **d_state, **rng})
+        meta = {"best_epoch": self.best_epoch_, "history": self.history_,
                 "trigger": type(self.trigger).__name__, "criterion": self.criterion, "lambda": self.lam,
-                "model_fingerprint": self.model.fingerprint, "optimizer_groups": {"trigger": t_groups, "disc": d_groups}}
-        write_artifact(self.checkpoint_dir, "checkpoint", tensors, meta)
+                "model_fingerprint": self.model.fingerprint, "optimizer_groups": {"trigger": t_groups, "disc": d_groups},
+                "rng": rng_meta}
+        save_checkpoint(self.checkpoint_dir, epoch, tensors, meta)
 
     def _load_checkpoint(self, t_opt, d_opt):
-        from reprogram.artifacts import read_artifact
+        """Restore the newest whole checkpoint; (0, None) when there is none (a fresh start)."""
+        found = latest_checkpoint(self.checkpoint_dir, required=("rng.torch",)) if D.is_main() else None
+        path = D.broadcast_object(None if found is None else str(found[2]))  # every rank loads the same epoch
+        if path is None:
+            return 0, None
+        if found is None:
+            from reprogram.artifacts import read_artifact
 
-        tensors, meta = read_artifact(self.checkpoint_dir, "checkpoint")
+            tensors, meta = read_artifact(path, "checkpoint")
+        else:
+            tensors, meta, _ = found
         if meta.get("trigger") != type(self.trigger).__name__ or meta.get("criterion") != self.criterion:
             raise ArtifactError(f"the checkpoint in {self.checkpoint_dir} is for a {meta.get('trigger')} "
                                 f"({meta.get('criterion')}), not this {type(self.trigger).__name__} ({self.criterion})")
@@ -288,9 +330,9 @@ class TriggerFitter:
 
         self.trigger.load_state_dict(part("trigger"))
         self.discriminator_.load_state_dict(part("disc"))
-        _load_optimizer(t_opt, "opt_trigger", tensors, meta["optimizer_groups"]["trigger"])
-        _load_optimizer(d_opt, "opt_disc", tensors, meta["optimizer_groups"]["disc"])
-        torch.set_rng_state(tensors["rng.torch"])
+        load_optimizer(t_opt, "opt_trigger", tensors, meta["optimizer_groups"]["trigger"])
+        load_optimizer(d_opt, "opt_disc", tensors, meta["optimizer_groups"]["disc"])
+        set_rng_state(tensors, meta.get("rng", {}))
         self.history_ = list(meta["history"])
         self.best_epoch_ = meta.get("best_epoch")
         best = part("best")

@@ -1,0 +1,178 @@
+"""Data-parallel fitting and training on torch.distributed (gloo, 2 CPU processes).
+
+Two ranks taking half of every global batch, with gradients averaged (DDP for the
+discriminator and the trained model, an all-reduce for the trigger), learn what one
+process learns with the same global batch and seed, up to float rounding.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from reprogram.data.datasets import TabularDataset
+from reprogram.data.groups import GroupEncoder
+from reprogram.distributed import ShardedBatchSampler, ShardedSampler
+from reprogram.models import FrozenModel
+from reprogram.train import Trainer
+from reprogram.triggers import FeatureTrigger, TriggerFitter
+
+WORLD = 2
+
+
+def _data(n: int = 384, seed: int = 3) -> TabularDataset:
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, 2, n)
+    x = rng.normal(size=(n, 4)) + 0.8 * g[:, None]
+    y = (x[:, 0] + 0.5 * x[:, 1] + rng.normal(scale=0.5, size=n) > 0.6).astype(int)
+    groups = GroupEncoder().fit(np.array(["a", "b"])[g])
+    return TabularDataset(x.astype(np.float32), y, groups.transform(np.array(["a", "b"])[g]), groups=groups,
+                          classes=[0, 1])
+
+
+def _net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)  # no BatchNorm, no dropout: nothing that depends on the batch split
+    return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+
+
+def _fit_trigger(rule: str):
+    ds = _data()
+    frozen = FrozenModel(_net(), input_kind="tabular")
+    fitter = TriggerFitter(frozen, FeatureTrigger(4), "eo", 1.0, rule=rule, epochs=3, batch_size=64, lr=0.05,
+                           device="cpu", seed=7, progress=False)
+    fitter.fit(ds, ds)
+    return {k: v.detach().clone() for k, v in fitter.trigger.state_dict().items()}, fitter.history_, fitter.best_epoch_
+
+
+def _train():
+    ds = _data()
+    trainer = Trainer(_net(1), epochs=3, batch_size=64, lr=0.01, device="cpu", seed=5, progress=False)
+    trainer.fit(ds, ds)
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, trainer.history_, trainer.best_epoch_
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        results = {"minmax": _fit_trigger("minmax"), "projection": _fit_trigger("projection"), "train": _train()}
+        torch.save(results, f"{out}/rank{rank}.pt")
+        from reprogram.distributed import finish
+
+        finish()  # a barrier, then teardown
+    except BaseException:
+        torch.distributed.destroy_process_group()
+        raise
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, start_method="spawn", join=True)
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+def _close(a: dict, b: dict, atol: float) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=atol, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", ["minmax", "projection"])
+def test_two_processes_learn_the_single_process_trigger(two_ranks, rule):
+    single, hist, best = _fit_trigger(rule)
+    for rank in two_ranks:
+        state, r_hist, r_best = rank[rule]
+        _close(state, single, atol=1e-5)
+        assert r_best == best
+        assert [round(h["task_loss"], 4) for h in r_hist] == [round(h["task_loss"], 4) for h in hist]
+    _close(two_ranks[0][rule][0], two_ranks[1][rule][0], atol=0)  # the ranks never diverge
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_single_process_model(two_ranks):
+    single, hist, best = _train()
+    for rank in two_ranks:
+        state, r_hist, r_best = rank["train"]
+        _close(state, single, atol=1e-5)
+        assert r_best == best and len(r_hist) == len(hist)
+        assert r_hist[-1]["train_loss"] == pytest.approx(hist[-1]["train_loss"], rel=1e-5)
+
+
+def test_sharded_samplers_split_each_global_batch():
+    order = list(range(10))
+    shards = [list(ShardedSampler(order, 3, r)) for r in range(3)]
+    assert [len(s) for s in shards] == [4, 4, 4]  # padded from the start, like DistributedSampler
+    assert sorted(sum(shards, [])) == sorted(order + [0, 1])
+    # per-rank batches of 2 from 3 ranks: their union is the single-process batch of 6
+    assert sorted(shards[0][:2] + shards[1][:2] + shards[2][:2]) == order[:6]
+    batches = [[0, 1, 2, 3, 4], [5, 6]]
+    assert [list(ShardedBatchSampler(batches, 2, r)) for r in range(2)] == [[[0, 2, 4], [5]], [[1, 3, 0], [6]]]
+
+
+def test_without_a_process_group_nothing_changes(monkeypatch):
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    from reprogram.distributed import context, init_distributed
+
+    assert init_distributed("cpu") == context() and not context().enabled
+    assert os.environ.get("WORLD_SIZE") is None
+
+
+@pytest.mark.slow
+def test_torchrun_fit_command_matches_one_process_and_only_rank_0_writes(tmp_path):
+    import subprocess
+    import sys
+
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    from reprogram.train import save_frozen
+
+    ds = _data()
+    frame = pd.DataFrame(ds.features, columns=[f"f{i}" for i in range(4)])
+    frame["y"], frame["group"] = ds.labels, np.array(ds.group_names)[ds.group_ids]
+    frame.to_csv(tmp_path / "tune.csv", index=False)
+    save_frozen(_net(), tmp_path / "model.pt", ds)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["-m", "reprogram", "fit", "--model", str(tmp_path / "model.pt"), "--data", str(tmp_path / "tune.csv"),
+              "--label", "y", "--sensitive", "group", "--epochs", "3", "--batch-size", "64", "--device", "cpu"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          *common, "--out", str(tmp_path / "t2")], env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert two.stdout.count("kept epoch") == 1  # rank 1 prints nothing
+    one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "t1")], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert one.returncode == 0, one.stdout + one.stderr
+    a, b = (load_file(str(tmp_path / t / "weights.safetensors")) for t in ("t1", "t2"))
+    _close(a, b, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_scaling_benchmark_quick_run(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "scaling.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "distributed_scaling.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--out", str(out)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cases = json.loads(out.read_text())["cases"]
+    assert {(c["run"], c["processes"]) for c in cases} == {(r, p) for r in ("trigger fit", "train") for p in (1, 2)}
+    assert all(c["rows_per_s"] > 0 for c in cases)
