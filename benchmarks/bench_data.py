@@ -17,16 +17,21 @@ from reprogram.data import load_dataset, load_real_dataset, split_frame
 BINARY = {("adult", "race"): "White", ("compas", "race"): "Caucasian"}
 
 
-def ffb_splits(name: str, attribute: str, seed: int, fractions=(0.4, 0.3, 0.3)):
+def ffb_splits(name: str, attribute: str, seed: int, fractions=(0.4, 0.3, 0.3), *, aware: bool = False):
     """Train / val / test datasets of one (dataset, attribute): FFB's 40/30/30 split,
-    stratified by the label; numeric columns standardized on the training part."""
+    stratified by the label; numeric columns standardized on the training part.
+
+    FFB's models are blind: the sensitive attribute is not a feature. ``aware=True`` adds
+    it (binarised as the groups are) to the features, so a model can shift its scores per
+    group, which is what the accuracy-optimal fair classifier does (group thresholds)."""
     d = load_real_dataset(name)
     frame = d.frame.copy()
     if (name, attribute) in BINARY:
         keep = BINARY[(name, attribute)]
         frame[attribute] = np.where(frame[attribute] == keep, keep, f"non-{keep}")
     parts = split_frame(frame, fractions, stratify=[d.label], seed=seed)
-    train = load_dataset(parts[0], label=d.label, sensitive=attribute, features=d.features)
+    features = [*d.features, attribute] if aware else d.features
+    train = load_dataset(parts[0], label=d.label, sensitive=attribute, features=features)
     reuse = dict(label=d.label, sensitive=attribute, feature_encoder=train.feature_encoder,
                  label_classes=train.label_encoder, group_encoder=train.groups)
     return (train, *(load_dataset(p, **reuse) for p in parts[1:]))

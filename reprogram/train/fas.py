@@ -72,14 +72,24 @@ class FASLoss(Objective):
     temperature: softmax temperature T (softmax).
     enable_fas: False gives plain mean cross-entropy.
     beta_lr: learning rate of β (default: the Trainer's rate).
+    by: ``"group"`` (default) or ``"group_class"``: β is then one scale per (group, true
+        class) cell, cell id ``group * n_classes + y``, as GroupDRO's ``by`` does, so a
+        group's positives and negatives are scaled apart (an equalized-odds view).
+    n_classes: number of classes, needed with ``by="group_class"``.
 
     ``last_weights`` holds the (detached) weights of the latest batch.
     """
 
     def __init__(self, n_samples: int, n_groups: int, *, variant: str = "seed", ema_alpha: float = 0.9,
                  c: float = 0.5, w_min: float = 0.1, w_max: float = 10.0, temperature: float = 1.0,
-                 enable_fas: bool = True, beta_lr: float | None = None):
+                 enable_fas: bool = True, beta_lr: float | None = None, by: str = "group",
+                 n_classes: int | None = None):
         super().__init__()
+        if by not in ("group", "group_class"):
+            raise InputError(f"by must be 'group' or 'group_class', got {by!r}")
+        if by == "group_class" and not (n_classes and int(n_classes) >= 2):
+            raise InputError("FASLoss(by='group_class') needs n_classes >= 2")
+        self.by, self.n_classes = by, int(n_classes) if by == "group_class" else None
         if variant not in _VARIANTS:
             raise InputError(f"unknown FAS variant {variant!r}; use 'seed' or 'softmax'")
         if int(n_samples) < 1 or int(n_groups) < 1:
@@ -94,7 +104,8 @@ class FASLoss(Objective):
             raise InputError(f"temperature must be > 0, got {temperature}")
         if beta_lr is not None and beta_lr <= 0:
             raise InputError(f"beta_lr must be > 0, got {beta_lr}")
-        self.n_samples, self.n_groups = int(n_samples), int(n_groups)
+        self.n_samples = int(n_samples)
+        self.n_groups = int(n_groups) * (self.n_classes if by == "group_class" else 1)
         self.variant, self.ema_alpha, self.c = variant, float(ema_alpha), float(c)
         self.w_min, self.w_max, self.temperature = float(w_min), float(w_max), float(temperature)
         self.enable_fas, self.beta_lr = bool(enable_fas), beta_lr
@@ -145,6 +156,9 @@ class FASLoss(Objective):
         n = logits.shape[0]
         if n == 0:
             raise InputError("FASLoss got an empty batch")
+        if self.by == "group_class":
+            n_base = self.n_groups // self.n_classes
+            group = check_ids(group, n, n=n_base, name="group", device=logits.device) * self.n_classes + y
         group = check_ids(group, n, n=self.n_groups, name="group", device=logits.device)
         ce = F.cross_entropy(logits, y, reduction="none")
         if self.variant == "seed":
@@ -182,4 +196,4 @@ class FASLoss(Objective):
 
     def extra_repr(self) -> str:
         return (f"variant={self.variant!r}, n_samples={self.n_samples}, n_groups={self.n_groups}, c={self.c}, "
-                f"enable_fas={self.enable_fas}")
+                f"enable_fas={self.enable_fas}, by={self.by!r}")

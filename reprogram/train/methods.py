@@ -25,7 +25,8 @@ SWEEP_PARAMETER = {
     "regularizer": "eta",
     "lagrangian": "eps",
     "adversarial": "strength",
-    "reweight": "k",
+    "reweight": "strength",
+    "resample": "strength",
     "groupdro": "step_size",
     "reductions": "difference_bound",
 }
@@ -52,13 +53,15 @@ def make_method(name: str, train, *, n_classes: int, representation_dim: int | N
 
     Options by method (defaults in brackets):
     fas: variant ["seed"], c [0.5], ema_alpha [0.9], beta_lr [the Trainer's], temperature
-    [1.0] (softmax variant); regularizer: penalty ["dp"], eta [1.0];
+    [1.0] (softmax variant), by ["group", or "group_class": one scale per (group, class)]; regularizer: penalty ["dp"], eta [1.0];
     lagrangian: constraint ["dp"], eps [0.02], multiplier_lr [0.5]; adversarial: on
     ["output", or "representation"], strength [1.0], schedule ["dann"]; reweight: by ["independence":
     Kamiran-Calders P(g)P(y)/P(g,y), or "group", "class", "group_class" inverse frequency],
+    strength [1.0] (the weights' power: 0 plain, 1 the textbook weights, > 1 over-correct),
     k [0.0] (affirmative-action boost of the smallest group); resample: to ["mean"],
     by ["group_class"] (equalise the groups within each class, which removes the
-    group-label correlation, or ``"group"``: the group counts only); groupdro: step_size
+    group-label correlation, or ``"group"``: the group counts only), strength [1.0] (0 no
+    resampling, 1 equal groups, > 1 over-correct; see ``resample_indices``); groupdro: step_size
     [0.01], by ["group_class"] (weights over (group, class) cells, or ``"group"``).
     """
     n_groups = len(train.group_names)
@@ -68,8 +71,9 @@ def make_method(name: str, train, *, n_classes: int, representation_dim: int | N
     if name == "fas":
         from reprogram.train.fas import FASLoss
 
-        o = _take(options, {"variant": "seed", "c": 0.5, "ema_alpha": 0.9, "beta_lr": None, "temperature": 1.0}, name)
-        return MethodSetup(FASLoss(len(train), n_groups, **o))
+        o = _take(options, {"variant": "seed", "c": 0.5, "ema_alpha": 0.9, "beta_lr": None, "temperature": 1.0,
+                            "by": "group"}, name)
+        return MethodSetup(FASLoss(len(train), n_groups, n_classes=n_classes, **o))
     if name == "regularizer":
         from reprogram.train.regularizers import FairnessRegularizer
 
@@ -96,15 +100,16 @@ def make_method(name: str, train, *, n_classes: int, representation_dim: int | N
 
         from reprogram.train.reweighting import (
             WeightedCrossEntropy,
+            _temper,
             independence_weights,
             inverse_frequency_weights,
         )
 
-        o = _take(options, {"by": "independence", "k": 0.0}, name)
+        o = _take(options, {"by": "independence", "strength": 1.0, "k": 0.0}, name)
         if o["by"] == "independence":
-            w = independence_weights(train.group_ids, train.labels)
+            w = independence_weights(train.group_ids, train.labels, strength=o["strength"])
         else:
-            w = inverse_frequency_weights(train.group_ids, train.labels, by=o["by"])
+            w = _temper(inverse_frequency_weights(train.group_ids, train.labels, by=o["by"]), o["strength"])
         if o["k"]:  # affirmative action for the smallest group on top
             smallest = int(np.argmin(np.bincount(train.group_ids, minlength=n_groups)))
             w = w * (o["k"] * (train.group_ids == smallest) + 1.0)
@@ -112,11 +117,12 @@ def make_method(name: str, train, *, n_classes: int, representation_dim: int | N
     if name == "resample":
         from reprogram.train.sampling import GroupResampler
 
-        o = _take(options, {"to": "mean", "by": "group_class"}, name)
+        o = _take(options, {"to": "mean", "by": "group_class", "strength": 1.0}, name)
         if o["by"] not in ("group", "group_class"):
             raise InputError(f"resample by must be 'group' or 'group_class', got {o['by']!r}")
         labels = train.labels if o["by"] == "group_class" else None
-        return MethodSetup(CrossEntropy(), sampler=GroupResampler(train.group_ids, to=o["to"], labels=labels))
+        return MethodSetup(CrossEntropy(), sampler=GroupResampler(train.group_ids, to=o["to"], labels=labels,
+                                                                  strength=o["strength"]))
     if name == "groupdro":
         from reprogram.train.dro import GroupDRO
 

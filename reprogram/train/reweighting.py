@@ -111,13 +111,19 @@ def inverse_frequency_weights(
     return len(g) / (len(counts) * n_c) if normalize else 1.0 / n_c
 
 
-def independence_weights(group_ids: Any, labels: Any) -> np.ndarray:
+def independence_weights(group_ids: Any, labels: Any, *, strength: float = 1.0) -> np.ndarray:
     """Kamiran & Calders' reweighing (2012; AIF360's ``Reweighing``): ``w_i = P(g) P(y) / P(g, y)``.
 
     With the empirical frequencies of the row's group g and class y, the weighted data has
     the group and the label independent (P_w(y | g) = P(y) in every group) while each
     group's and each class's total weight stays what it was, so the class balance is
     unchanged, unlike equal (group, class) cells. Mean weight 1. Returns float64.
+
+    ``strength`` ``s >= 0`` raises the weights to a power, ``w_i ** s / mean(w ** s)``:
+    ``s = 1`` is the reweighing above, ``s = 0`` plain training, and ``s > 1`` over-corrects
+    (the label becomes more frequent in the group where it was rarer). Independence in
+    the *training labels* does not make the model's predictions independent of the group
+    (the features still carry it), so ``s`` is the knob a Pareto sweep turns.
     """
     g = _as_int_array(group_ids, "group_ids")
     y = _as_int_array(labels, "labels")
@@ -129,7 +135,17 @@ def independence_weights(group_ids: Any, labels: Any) -> np.ndarray:
     joint = np.zeros((gi.max() + 1, yi.max() + 1))
     np.add.at(joint, (gi, yi), 1.0)
     expected = joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True) / n
-    return (expected / joint)[gi, yi]
+    return _temper((expected / joint)[gi, yi], strength)
+
+
+def _temper(w: np.ndarray, strength: Any) -> np.ndarray:
+    """``w ** strength`` rescaled to mean 1 (``strength`` 1: ``w`` as it is)."""
+    if isinstance(strength, bool) or not isinstance(strength, Real) or not (0 <= float(strength) < math.inf):
+        raise InputError(f"strength must be a finite number >= 0, got {strength!r}")
+    if float(strength) == 1.0:
+        return w
+    w = w ** float(strength)
+    return w / w.mean()
 
 
 def affirmative_action_weights(group_ids: Any, subgroups: int | Iterable[int], k: float) -> np.ndarray:

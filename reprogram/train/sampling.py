@@ -20,7 +20,8 @@ spreads the repeats as evenly as possible, rather than drawing with replacement.
 
 from __future__ import annotations
 
-from numbers import Integral
+import math
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -68,7 +69,8 @@ def _target(counts: np.ndarray, to: str) -> int:
     return max(1, int(np.floor(counts.mean() + 0.5)))
 
 
-def resample_indices(group_ids: Any, *, to: str = "mean", labels: Any = None, seed: Any = 0) -> np.ndarray:
+def resample_indices(group_ids: Any, *, to: str = "mean", labels: Any = None, seed: Any = 0,
+                     strength: float = 1.0) -> np.ndarray:
     """Row indices of one resampled epoch in which every group has the same number of rows.
 
     With ``n_g`` the row count of group ``g`` and ``G`` groups, each group contributes
@@ -85,12 +87,21 @@ def resample_indices(group_ids: Any, *, to: str = "mean", labels: Any = None, se
     the same in every class, which removes the group-label correlation. A group with no
     row of class ``y`` stays without one.
 
+    ``strength`` (``s >= 0``, default 1) moves each cell's draw count geometrically from
+    its own size to the equalised one: ``T_c = round(n_c * (T / n_c) ** s)`` (at least 1).
+    ``s = 1`` is the equalisation above, ``s = 0`` keeps every cell's size (a plain
+    shuffle, i.e. no resampling), and ``s > 1`` over-corrects: within a class the smaller
+    groups then outnumber the larger ones. Equalising the group mix leaves the proxies of
+    the group in the features untouched, so a model trained on it keeps part of its gap;
+    ``s`` is the knob a Pareto sweep turns to trade accuracy for a smaller gap.
+
     ``seed`` is anything ``numpy.random.default_rng`` takes (an int, a list of ints, a
     ``Generator``); the same seed gives the same indices.
     """
     g = _as_int_array(group_ids, "group_ids")
     if to not in _TARGETS:
         raise InputError(f"to must be 'mean', 'min' or 'max', got {to!r}")
+    strength = _check_strength(strength)
     if labels is None:
         strata = np.zeros(len(g), dtype=np.int64)
     else:
@@ -107,8 +118,16 @@ def resample_indices(group_ids: Any, *, to: str = "mean", labels: Any = None, se
     for s in np.unique(cell_stratum):
         in_s = cell_stratum == s
         targets[in_s] = _target(counts[in_s], to)
+    if strength != 1.0:
+        targets = np.maximum(1, np.round(counts * (targets / counts) ** strength)).astype(np.int64)
     drawn = np.concatenate([_draw(rows, t, rng) for rows, t in zip(rows_by_cell, targets)])
     return rng.permutation(drawn)
+
+
+def _check_strength(strength: Any) -> float:
+    if isinstance(strength, bool) or not isinstance(strength, Real) or not (0 <= float(strength) < math.inf):
+        raise InputError(f"strength must be a finite number >= 0, got {strength!r}")
+    return float(strength)
 
 
 def _check_seed(seed: Any) -> int:
@@ -151,24 +170,28 @@ class GroupResampler(_EpochSeeded, Sampler[int]):
     """A sampler yielding a fresh group-equalised resample of the rows every epoch.
 
     Epoch ``e`` yields exactly ``resample_indices(group_ids, to=to, labels=labels,
-    seed=[seed, e])``: every group (or every group within each class, with ``labels``)
+    seed=[seed, e], strength=strength)``: every group (or every group within each class, with ``labels``)
     appears ``T`` times, ``T`` the mean, min or max group count (see
     :func:`resample_indices`). The length is the same every epoch. Call ``set_epoch(e)``
     before each epoch for runs that resume mid-way; without it, each pass advances the
     epoch by one. ``group_ids`` may also be a dataset with a ``group_ids`` attribute.
     """
 
-    def __init__(self, group_ids: Any, to: str = "mean", *, labels: Any = None, seed: int = 0):
+    def __init__(self, group_ids: Any, to: str = "mean", *, labels: Any = None, seed: int = 0,
+                 strength: float = 1.0):
         self.group_ids = _as_int_array(group_ids, "group_ids")
         self.labels = None if labels is None else _as_int_array(labels, "labels")
         self.to = to
+        self.strength = strength
         self._init_epochs(seed)
-        # validates `to` and the label length, and fixes the (seed-independent) length
-        self._len = len(resample_indices(self.group_ids, to=to, labels=self.labels, seed=0))
+        # validates `to`, `strength` and the label length, and fixes the (seed-independent) length
+        self._len = len(self._indices(0))
+
+    def _indices(self, seed) -> np.ndarray:
+        return resample_indices(self.group_ids, to=self.to, labels=self.labels, seed=seed, strength=self.strength)
 
     def __iter__(self):
-        rng = self._next_rng()
-        return iter(resample_indices(self.group_ids, to=self.to, labels=self.labels, seed=rng).tolist())
+        return iter(self._indices(self._next_rng()).tolist())
 
     def __len__(self) -> int:
         return self._len

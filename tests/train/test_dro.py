@@ -94,3 +94,15 @@ def test_make_method_refuses_unknown_names_and_options(biased_splits):
         make_method("magic", train, n_classes=2)
     with pytest.raises(InputError, match="takes no option"):
         make_method("fas", train, n_classes=2, eta=1.0)
+
+
+def test_make_method_passes_strength_and_cells_through(biased_splits):
+    from reprogram.train.reweighting import independence_weights
+
+    train, _, _ = biased_splits
+    w = make_method("reweight", train, n_classes=2, strength=2.0).objective.sample_weight.double().numpy()
+    np.testing.assert_allclose(w, independence_weights(train.group_ids, train.labels, strength=2.0), rtol=1e-6)
+    sampler = make_method("resample", train, n_classes=2, strength=0.0).sampler
+    assert sorted(sampler) == list(range(len(train)))  # strength 0: every row once, no resampling
+    fas = make_method("fas", train, n_classes=2, by="group_class").objective
+    assert fas.beta.shape == (2 * len(train.group_names),)

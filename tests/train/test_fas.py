@@ -105,6 +105,33 @@ def test_seed_beta_ascent_raises_the_underperforming_group():
     assert w[4:].mean() > w[:4].mean()
 
 
+def test_group_class_cells_get_their_own_scale_and_the_high_loss_cell_rises():
+    """by="group_class": β has a row per (group, class) cell, id group * n_classes + y."""
+    fas = FASLoss(8, 2, by="group_class", n_classes=2)
+    assert fas.beta.shape == (4,)
+    opt = torch.optim.SGD(fas.param_groups(0.05))
+    # group 1's positives are the hard cell (id 1 * 2 + 1 = 3); everything else is easy
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]] * 2 + [[2.0, 0.0], [0.0, -0.5]] * 2)
+    y = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
+    g = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    for _ in range(5):
+        opt.zero_grad()
+        fas(logits, y, g, index=torch.arange(8)).backward()
+        opt.step()
+        fas.after_step()
+    beta = fas.beta.detach()
+    assert beta[3] > 1.0 and torch.all(beta[:3] < 1.0)
+    w = fas.last_weights
+    assert torch.all(w[[5, 7]] > w[[0, 1, 2, 3, 4, 6]].max())
+    # with one class column per group, the group ids are checked against the groups, not the cells
+    with pytest.raises(InputError, match="group"):
+        fas(logits, y, torch.full((8,), 2), index=torch.arange(8))
+    with pytest.raises(InputError, match="n_classes"):
+        FASLoss(8, 2, by="group_class")
+    with pytest.raises(InputError, match="by must be"):
+        FASLoss(8, 2, by="class")
+
+
 def test_seed_beta_is_projected_to_non_negative():
     fas = FASLoss(4, 2)
     with torch.no_grad():

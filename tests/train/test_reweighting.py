@@ -255,3 +255,28 @@ def test_independence_weights_by_hand_make_group_and_label_independent():
         assert (w[m] * y[m]).sum() / w[m].sum() == pytest.approx(y.mean())
     # class and group totals keep their weight
     assert w[y == 1].sum() == pytest.approx((y == 1).sum()) and w[g == 0].sum() == pytest.approx(3)
+
+
+def test_independence_weights_strength_is_a_normalised_power_that_can_over_correct():
+    from reprogram.train.reweighting import independence_weights
+
+    g = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    y = np.array([1, 1, 0, 1, 0, 0, 0, 0])
+    base = independence_weights(g, y)
+    np.testing.assert_array_equal(independence_weights(g, y, strength=1.0), base)
+    np.testing.assert_allclose(independence_weights(g, y, strength=0), np.ones(8))
+    w2 = independence_weights(g, y, strength=2)
+    np.testing.assert_allclose(w2, base**2 / (base**2).mean())
+    assert w2.mean() == pytest.approx(1.0)
+
+    def pos_rate(w, grp):
+        m = g == grp
+        return (w[m] * y[m]).sum() / w[m].sum()
+
+    # raw: group 0 has the higher positive rate (2/3 vs 1/5); s=1 equalises; s=2 reverses it
+    assert pos_rate(np.ones(8), 0) > pos_rate(np.ones(8), 1)
+    assert pos_rate(base, 0) == pytest.approx(pos_rate(base, 1))
+    assert pos_rate(w2, 0) < pos_rate(w2, 1)
+    for bad in (-0.5, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(InputError, match="strength"):
+            independence_weights(g, y, strength=bad)

@@ -219,3 +219,28 @@ def test_batch_sampler_impossible_settings():
             GroupBalancedBatchSampler(g, **kwargs)
     assert len(GroupBalancedBatchSampler(g, 64, drop_last=True)) == 0
     assert list(GroupBalancedBatchSampler(g, 64, drop_last=True)) == []
+
+
+def test_resample_strength_moves_cell_counts_geometrically():
+    g = np.array([0] * 8 + [1] * 2)
+    # s = 0: every cell keeps its size, so the epoch is a shuffle of all rows
+    idx = resample_indices(g, strength=0, seed=0)
+    np.testing.assert_array_equal(np.sort(idx), np.arange(10))
+    # s = 1 is the equalisation (mean of 8 and 2 = 5 each)
+    np.testing.assert_array_equal(np.bincount(g[resample_indices(g, strength=1, seed=0)]), [5, 5])
+    # s = 0.5: n * (T/n) ** 0.5 -> 8 * sqrt(5/8) = 6.32 -> 6, 2 * sqrt(5/2) = 3.16 -> 3
+    np.testing.assert_array_equal(np.bincount(g[resample_indices(g, strength=0.5, seed=0)]), [6, 3])
+    # s = 2 over-corrects: 8 * (5/8)^2 = 3.125 -> 3, 2 * (5/2)^2 = 12.5 -> 12 (round half to even)
+    np.testing.assert_array_equal(np.bincount(g[resample_indices(g, strength=2, seed=0)]), [3, 12])
+    # within classes: the smaller group of each class ends up the larger one
+    y = np.array([0, 0, 0, 0, 0, 0, 1, 1, 0, 1])
+    idx = resample_indices(g, labels=y, strength=2, seed=0)
+    cells = np.bincount(g[idx] * 2 + y[idx], minlength=4)
+    assert cells[2] > cells[0] and cells[3] > cells[1]  # class 0: 6 vs 1 rows; class 1: 2 vs 1
+    sampler = GroupResampler(g, strength=2, seed=3)
+    assert len(sampler) == 15 and len(list(sampler)) == 15
+    for bad in (-1, float("nan"), "x"):
+        with pytest.raises(InputError, match="strength"):
+            resample_indices(g, strength=bad)
+        with pytest.raises(InputError, match="strength"):
+            GroupResampler(g, strength=bad)
