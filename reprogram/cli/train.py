@@ -45,6 +45,8 @@ PATIENCE = typer.Option(None, "--patience", min=0, help="Stop after this many ep
 VARIANT = typer.Option(None, "--variant", help="fas: seed | softmax.")
 C = typer.Option(None, "--c", help="fas: mixing coefficient c.")
 BETA_LR = typer.Option(None, "--beta-lr", help="fas: learning rate of the group scales beta.")
+BETA_ASCENT = typer.Option(None, "--beta-ascent/--beta-descent", help="fas: raise beta for high-loss groups "
+                           "(default for the seed variant) or minimise it (the softmax variant's published rule).")
 TEMPERATURE = typer.Option(None, "--temperature", help="fas (softmax variant): temperature T.")
 PENALTY = typer.Option(None, "--penalty", help="regularizer: dp | eo | smooth_dp | smooth_eo | prejudice_remover.")
 ETA = typer.Option(None, "--eta", help="regularizer: penalty strength.")
@@ -60,7 +62,7 @@ STEP_SIZE = typer.Option(None, "--step-size", help="groupdro: step of the group-
 DIFFERENCE_BOUND = typer.Option(None, "--difference-bound", help="reductions: allowed constraint violation.")
 
 _OPTION_FLAGS = {
-    "variant": "--variant", "c": "--c", "beta_lr": "--beta-lr", "temperature": "--temperature", "penalty": "--penalty", "eta": "--eta", "constraint": "--constraint",
+    "variant": "--variant", "c": "--c", "beta_lr": "--beta-lr", "beta_ascent": "--beta-ascent", "temperature": "--temperature", "penalty": "--penalty", "eta": "--eta", "constraint": "--constraint",
     "eps": "--eps", "multiplier_lr": "--multiplier-lr", "on": "--on", "strength": "--strength", "by": "--by",
     "k": "--k", "to": "--to", "step_size": "--step-size", "difference_bound": "--difference-bound",
 }  # fmt: skip
@@ -148,8 +150,8 @@ def train_command(
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Save every epoch in this folder (the newest two kept)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest whole checkpoint in --checkpoint "
                                                         "(a fresh start when there is none)."),
-    variant: str = VARIANT, c: float = C, beta_lr: float = BETA_LR, temperature: float = TEMPERATURE,
-    penalty: str = PENALTY, eta: float = ETA, constraint: str = CONSTRAINT,
+    variant: str = VARIANT, c: float = C, beta_lr: float = BETA_LR, beta_ascent: bool = BETA_ASCENT,
+    temperature: float = TEMPERATURE, penalty: str = PENALTY, eta: float = ETA, constraint: str = CONSTRAINT,
     eps: float = EPS, multiplier_lr: float = MULTIPLIER_LR, on: str = ON, strength: float = STRENGTH, by: str = BY,
     k: float = K, to: str = TO, step_size: float = STEP_SIZE, difference_bound: float = DIFFERENCE_BOUND,
     allow_outside_paths: bool = typer.Option(False, "--allow-outside-paths", help="Allow image paths that lead "
@@ -160,7 +162,7 @@ def train_command(
 
     from reprogram.train.methods import train_method
 
-    given = dict(variant=variant, c=c, beta_lr=beta_lr, temperature=temperature, penalty=penalty, eta=eta, constraint=constraint, eps=eps,
+    given = dict(variant=variant, c=c, beta_lr=beta_lr, beta_ascent=beta_ascent, temperature=temperature, penalty=penalty, eta=eta, constraint=constraint, eps=eps,
                  multiplier_lr=multiplier_lr, on=on, strength=strength, by=by, k=k, to=to, step_size=step_size,
                  difference_bound=difference_bound)  # fmt: skip
     options = method_options(method, given)

@@ -42,6 +42,11 @@ projected onto β >= 0 (a scale is not negative, and it keeps the batch mean of 
 minimised like any parameter. ``∂loss/∂β_g = (c/T) Σ_{j∈g} p_j (ℓ_j − loss)`` is positive
 for a high-loss group, so plain minimisation drives that group's β *down*: the opposite
 of the seed variant's intent. The variant reproduces the published code as it is.
+``beta_ascent=True`` (not in the published code; off by default for this variant) flips
+it like the seed variant: β then rises for a group whose loss is above the weighted
+batch loss and stops where the group's loss meets it (a Group-DRO-like equilibrium), so
+the softmax weights favour the underperforming group. No projection: β enters the
+softmax additively and may be negative.
 """
 
 from __future__ import annotations
@@ -72,6 +77,8 @@ class FASLoss(Objective):
     temperature: softmax temperature T (softmax).
     enable_fas: False gives plain mean cross-entropy.
     beta_lr: learning rate of β (default: the Trainer's rate).
+    beta_ascent: update β by gradient ascent (default: True for ``"seed"``, False for
+        ``"softmax"``, as the official code minimises it).
     by: ``"group"`` (default) or ``"group_class"``: β is then one scale per (group, true
         class) cell, cell id ``group * n_classes + y``, as GroupDRO's ``by`` does, so a
         group's positives and negatives are scaled apart (an equalized-odds view).
@@ -83,7 +90,7 @@ class FASLoss(Objective):
     def __init__(self, n_samples: int, n_groups: int, *, variant: str = "seed", ema_alpha: float = 0.9,
                  c: float = 0.5, w_min: float = 0.1, w_max: float = 10.0, temperature: float = 1.0,
                  enable_fas: bool = True, beta_lr: float | None = None, by: str = "group",
-                 n_classes: int | None = None):
+                 n_classes: int | None = None, beta_ascent: bool | None = None):
         super().__init__()
         if by not in ("group", "group_class"):
             raise InputError(f"by must be 'group' or 'group_class', got {by!r}")
@@ -115,6 +122,8 @@ class FASLoss(Objective):
         if variant == "seed":
             self.register_buffer("ema", torch.zeros(self.n_samples))
             self.register_buffer("seen", torch.zeros(self.n_samples, dtype=torch.bool))
+        self.beta_ascent = (variant == "seed") if beta_ascent is None else bool(beta_ascent)
+        if self.beta_ascent:
             # gradient ascent on β: the optimizer steps against the negated gradient
             self._ascent = self.group_scale.weight.register_hook(torch.neg)
         self.last_weights: torch.Tensor | None = None

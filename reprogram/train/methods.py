@@ -52,7 +52,8 @@ def make_method(name: str, train, *, n_classes: int, representation_dim: int | N
     """Objective and sampler for method ``name`` on dataset ``train`` (see module docstring).
 
     Options by method (defaults in brackets):
-    fas: variant ["seed"], c [0.5], ema_alpha [0.9], beta_lr [the Trainer's], temperature
+    fas: variant ["seed"], c [0.5], ema_alpha [0.9], beta_lr [the Trainer's], beta_ascent [True for
+    the seed variant, False for softmax], temperature
     [1.0] (softmax variant), by ["group", or "group_class": one scale per (group, class)]; regularizer: penalty ["dp"], eta [1.0];
     lagrangian: constraint ["dp"], eps [0.02], multiplier_lr [0.5]; adversarial: on
     ["output", or "representation"], strength [1.0], schedule ["dann"]; reweight: by ["independence":
@@ -71,8 +72,8 @@ def make_method(name: str, train, *, n_classes: int, representation_dim: int | N
     if name == "fas":
         from reprogram.train.fas import FASLoss
 
-        o = _take(options, {"variant": "seed", "c": 0.5, "ema_alpha": 0.9, "beta_lr": None, "temperature": 1.0,
-                            "by": "group"}, name)
+        o = _take(options, {"variant": "seed", "c": 0.5, "ema_alpha": 0.9, "beta_lr": None, "beta_ascent": None,
+                            "temperature": 1.0, "by": "group"}, name)
         return MethodSetup(FASLoss(len(train), n_groups, n_classes=n_classes, **o))
     if name == "regularizer":
         from reprogram.train.regularizers import FairnessRegularizer

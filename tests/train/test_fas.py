@@ -276,6 +276,24 @@ def test_softmax_minimisation_drives_beta_down_for_the_high_loss_group():
     assert all(b < a for a, b in zip(ratios, ratios[1:]))  # ...and the learnt β erodes that, step by step
 
 
+def test_softmax_beta_ascent_raises_the_high_loss_group_until_its_loss_meets_the_batch():
+    """beta_ascent=True flips the published rule: the hard group's β and weight share rise."""
+    fas = FASLoss(1, 2, variant="softmax", beta_ascent=True, c=0.7)
+    assert FASLoss(1, 2, variant="softmax").beta_ascent is False and FASLoss(1, 2).beta_ascent is True
+    opt = torch.optim.SGD(fas.param_groups(0.5))
+    logits = torch.tensor([[2.0, 0.0]] * 4 + [[0.2, 0.0]] * 4)
+    y, g = torch.zeros(8, dtype=torch.long), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    ratios = []
+    for _ in range(10):
+        opt.zero_grad()
+        fas(logits, y, g).backward()
+        opt.step()
+        fas.after_step()
+        ratios.append((fas.last_weights[4:].mean() / fas.last_weights[:4].mean()).item())
+    assert fas.beta[1] > 1.0 > fas.beta[0]
+    assert all(b > a for a, b in zip(ratios, ratios[1:]))
+
+
 # ---------------------------------------------------------------- training
 
 
