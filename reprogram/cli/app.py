@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 from rich.console import Console
@@ -63,8 +64,16 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        # a library warning (unknown groups, a trigger used on another model...) is news
+        # for the user, not a bug report: one line, without Python's file and line
+        err.print(f"[yellow]warning:[/] {escape(' '.join(str(message).split()))}")
+
     try:
-        app(args=args, prog_name="reprogram", standalone_mode=True)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            app(args=args, prog_name="reprogram", standalone_mode=True)
     except ReprogramError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}")
         sys.exit(e.exit_code)

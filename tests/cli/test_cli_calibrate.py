@@ -65,6 +65,15 @@ def test_calibrate_export_and_apply_on_real_compas(compas, tmp_path, capsys):
     applied = pd.read_csv(p2)
     want = cal.transform(applied["score"].to_numpy(), pd.read_csv(root / "held.csv")[["race"]])
     assert np.allclose(applied["calibrated_score"], want, atol=1e-12)
+    # a group the calibrator never saw gets the global map, announced in one plain line
+    held = pd.read_csv(root / "held.csv")
+    held.loc[:4, "race"] = "Martian"
+    held.to_csv(tmp_path / "odd.csv", index=False)
+    code, text = invoke(["apply", "--model", ckpt, "--data", tmp_path / "odd.csv", "--calibrator", out,
+                         "--out", tmp_path / "odd_preds.csv", "--device", "cpu"], capsys)
+    assert code == 0, text
+    assert "warning: 5 row(s) belong to groups not seen when fitting" in text
+    assert "UserWarning" not in text and ".py:" not in text
 
     # export: model + calibrator in one ONNX graph, checked on the real rows
     onnx_path = tmp_path / "fused.onnx"
