@@ -12,6 +12,7 @@ into a request the loops honour at the next batch.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
@@ -24,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from reprogram.errors import ArtifactError
+from reprogram.errors import ArtifactError, InputError
 
 __all__ = ["CheckpointWarning", "TrainingInterrupted", "GracefulInterrupt", "optimizer_tensors", "load_optimizer",
-           "rng_state", "set_rng_state", "save_checkpoint", "latest_checkpoint"]
+           "rng_state", "set_rng_state", "save_checkpoint", "latest_checkpoint", "check_options"]
 
 _EPOCH_DIR = re.compile(r"^epoch-(\d+)$")
 
@@ -148,6 +149,21 @@ def latest_checkpoint(folder: str | Path, required: tuple[str, ...] = ()) -> tup
             continue
         return tensors, meta, path
     return None
+
+
+def check_options(meta: dict, options: dict, folder: Path | None) -> None:
+    """Refuse (one line) to resume a checkpoint saved with other training ``options``: the
+    restored optimizer, schedule and RNG states would quietly keep the old ones (a new
+    learning rate, say, is overwritten by the saved param groups). Checkpoints from
+    before the options were recorded are not checked."""
+    saved = meta.get("options")
+    if not isinstance(saved, dict):
+        return
+    for name, value in json.loads(json.dumps(jsonable(options))).items():
+        if name in saved and saved[name] != value:
+            raise InputError(f"cannot resume from the checkpoint in {folder}: it was made with {name}={saved[name]!r}, "
+                             f"this run has {name}={value!r}; resume with the same {name}, or start afresh with "
+                             "another checkpoint folder")
 
 
 def interrupted_message(folder: Path | None, epoch_done: int, flag: str = "--resume") -> str:

@@ -32,6 +32,7 @@ from reprogram import distributed as D
 from reprogram.checkpoint import (
     GracefulInterrupt,
     TrainingInterrupted,
+    check_options,
     interrupted_message,
     jsonable,
     latest_checkpoint,
@@ -123,7 +124,9 @@ class Trainer:
         best epoch and the history there after every epoch (safetensors + JSON, see
         :mod:`reprogram.checkpoint`); continue from the newest whole one. A run killed
         at any moment and resumed ends where an uninterrupted one does (CPU, same seed).
-        Ctrl-C stops at the next batch, the last epoch's checkpoint saved.
+        Resuming with other training options (epochs, lr, seed...) than the checkpoint's
+        raises :class:`InputError` naming the option. Ctrl-C stops at the next batch, the
+        last epoch's checkpoint saved.
 
     Under an initialised ``torch.distributed`` process group ``fit`` runs data parallel
     (:mod:`reprogram.distributed`): ``batch_size`` is the global batch, the model is
@@ -329,8 +332,14 @@ class Trainer:
         meta = {"history": self.history_, "best_epoch": self.best_epoch_, "best": state["best"], "stale": state["stale"],
                 "done": state["done"], "objective": type(self.objective).__name__, "model": type(self.model).__name__,
                 "optimizer_groups": o_groups, "scheduler": None if sched is None else jsonable(sched.state_dict()),
-                "rng": rng_meta}
+                "rng": rng_meta, "options": self._options()}
         save_checkpoint(self.checkpoint_dir, epoch, tensors, meta)
+
+    def _options(self) -> dict:
+        """The options a resumed run must share with the run that saved the checkpoint."""
+        names = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "step_size", "gamma",
+                 "max_grad_norm", "seed", "monitor", "patience")
+        return {k: getattr(self, k) for k in names}
 
     def _load_checkpoint(self, opt, sched, generator, state) -> tuple[int, dict | None]:
         """Restore the newest whole checkpoint; (0, None) when there is none (a fresh start)."""
@@ -345,6 +354,7 @@ class Trainer:
             raise ArtifactError(f"the checkpoint in {self.checkpoint_dir} is for a {meta.get('model')} trained with "
                                 f"{meta.get('objective')}, not this {type(self.model).__name__} with "
                                 f"{type(self.objective).__name__}")
+        check_options(meta, self._options(), self.checkpoint_dir)
 
         def part(prefix):
             return {k[len(prefix) + 1 :]: v.to(self.device) for k, v in tensors.items() if k.startswith(prefix + ".")}

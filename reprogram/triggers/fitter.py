@@ -52,6 +52,7 @@ from reprogram import distributed as D
 from reprogram.checkpoint import (
     GracefulInterrupt,
     TrainingInterrupted,
+    check_options,
     interrupted_message,
     latest_checkpoint,
     load_optimizer,
@@ -75,10 +76,6 @@ def _frozen(model: nn.Module) -> nn.Module:
     from reprogram.models import FrozenModel
 
     return model if isinstance(model, FrozenModel) else FrozenModel(model)
-
-
-# kept under their old names: the checkpoint helpers now live in reprogram.checkpoint
-_optimizer_tensors, _load_optimizer = optimizer_tensors, load_optimizer
 
 
 OPTIMIZERS = ("adam", "sgd")
@@ -110,7 +107,8 @@ class TriggerFitter:
     tolerance : accuracy drop (vs. the model without trigger, on validation) within
         which the fairest epoch is kept.
     device, seed : where to run; seeds Python, numpy, torch and the data order.
-    checkpoint_dir, resume : save every epoch there; continue from it.
+    checkpoint_dir, resume : save every epoch there; continue from it (with the same
+        options, or :class:`InputError` names the one that differs; ``epochs`` may grow).
     collate_fn : how to batch ``(x, y, group)`` items (a tokenizer collate for text).
     progress : a rich progress bar showing validation accuracy and gap.
 
@@ -303,8 +301,16 @@ class TriggerFitter:
         meta = {"best_epoch": self.best_epoch_, "history": self.history_,
                 "trigger": type(self.trigger).__name__, "criterion": self.criterion, "lambda": self.lam,
                 "model_fingerprint": self.model.fingerprint, "optimizer_groups": {"trigger": t_groups, "disc": d_groups},
-                "rng": rng_meta}
+                "rng": rng_meta, "options": self._options()}
         save_checkpoint(self.checkpoint_dir, epoch, tensors, meta)
+
+    def _options(self) -> dict:
+        """The options a resumed run must share with the run that saved the checkpoint
+        (not ``epochs``: a resumed run may go on for more epochs, each seeded on its own)."""
+        return {"lambda": self.lam, "rule": self.rule, "disc_steps": self.disc_steps, "batch_size": self.batch_size,
+                "lr": self.lr, "disc_lr": self.disc_lr, "optimizer": self.optimizer,
+                "disc_optimizer": self.disc_optimizer, "disc_hidden": list(self.disc_hidden),
+                "tolerance": self.tolerance, "seed": self.seed}
 
     def _load_checkpoint(self, t_opt, d_opt):
         """Restore the newest whole checkpoint; (0, None) when there is none (a fresh start)."""
@@ -324,6 +330,10 @@ class TriggerFitter:
         if meta.get("model_fingerprint") != self.model.fingerprint:
             raise ArtifactError(f"the checkpoint in {self.checkpoint_dir} was made with another model; "
                                 "resume with the same model or start afresh")
+        check_options(meta, self._options(), self.checkpoint_dir)
+        if int(meta["epoch"]) > self.epochs:
+            raise InputError(f"cannot resume from the checkpoint in {self.checkpoint_dir}: it is at epoch "
+                             f"{meta['epoch']}, past this run's epochs={self.epochs}")
 
         def part(prefix):
             return {k[len(prefix) + 1 :]: v.to(self.device) for k, v in tensors.items() if k.startswith(prefix + ".")}
