@@ -240,7 +240,9 @@ class FairnessReport:
         yield from report_renderables(self)
 
 
-def _scores(y_score: Any, n: int) -> np.ndarray:
+def _score_array(y_score: Any, n: int) -> np.ndarray:
+    """``y_score`` as floats, 1-D or (n, n_classes), with ``n`` rows (an (n, 1) matrix made
+    1-D). Shared with the streaming report, which checks the values chunk by chunk."""
     s = np.asarray(y_score)
     if s.dtype.kind not in "fiub":
         raise InputError(f"y_score must be numeric probabilities, got values of type {s.dtype}")
@@ -252,6 +254,11 @@ def _scores(y_score: Any, n: int) -> np.ndarray:
         raise InputError(f"y_score must be 1-D (binary) or (n, n_classes), got shape {s.shape}")
     if len(s) != n:
         raise LengthMismatchError(f"y_true has {n} rows but y_score has {len(s)}")
+    return s
+
+
+def _scores(y_score: Any, n: int) -> np.ndarray:
+    s = _score_array(y_score, n)
     lo, hi = s.min(), s.max()  # NaN propagates into both, so this also finds missing scores
     if np.isnan(lo) or np.isnan(hi):
         raise MissingValuesError(f"y_score has {int(np.isnan(s).sum())} missing value(s) (NaN) of {n} rows")

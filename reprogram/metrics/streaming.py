@@ -40,7 +40,7 @@ from reprogram.errors import (
     MissingValuesError,
 )
 from reprogram.metrics.counts import GroupCounts, count_groups, fine_subbins
-from reprogram.metrics.report import FairnessReport, _infer_classes
+from reprogram.metrics.report import FairnessReport, _infer_classes, _score_array
 
 __all__ = ["ReportAccumulator", "dataset_report_from_batches", "fairness_report_from_chunks", "iter_table",
            "streaming_report"]
@@ -163,17 +163,7 @@ class ReportAccumulator:
         return pos
 
     def _score(self, y_score: Any, n: int) -> np.ndarray | None:
-        s = np.asarray(y_score)
-        if s.dtype.kind not in "fiub":
-            raise InputError(f"y_score must be numeric probabilities, got values of type {s.dtype}")
-        if s.dtype.kind != "f":
-            s = s.astype(np.float64)
-        if s.ndim == 2 and s.shape[1] == 1:
-            s = s[:, 0]
-        if s.ndim not in (1, 2):
-            raise InputError(f"y_score must be 1-D (binary) or (n, n_classes), got shape {s.shape}")
-        if len(s) != n:
-            raise LengthMismatchError(f"y_true has {n} rows but y_score has {len(s)}")
+        s = _score_array(y_score, n)
         k = self.k
         if k == 2 and s.ndim == 2 and s.shape[1] != 2:
             raise InputError(f"a binary task needs y_score of shape (n,) or (n, 2), got {s.shape}")
