@@ -199,6 +199,12 @@ def _prepare(y, scores, sensitive, n_bins, *, what="scores"):
     return y, s, _groups(sensitive, len(y)), _check_bins(n_bins)
 
 
+def _evaluate_inputs(y, scores, sensitive, n_bins, pos_label, classes) -> _Eval:
+    """The evaluation behind :func:`calibration_table` and :func:`calibration_summary`."""
+    y, s, groups, n_bins = _prepare(y, scores, sensitive, n_bins)
+    return _evaluate(y, s, groups, n_bins=n_bins, pos_label=pos_label, classes=classes)
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -226,8 +232,7 @@ def calibration_table(
     ``"all"``. ``classes`` and ``pos_label`` mean what they mean for
     :func:`~reprogram.metrics.fairness_report`.
     """
-    y, s, groups, n_bins = _prepare(y, scores, sensitive, n_bins)
-    return _table(_evaluate(y, s, groups, n_bins=n_bins, pos_label=pos_label, classes=classes))
+    return _table(_evaluate_inputs(y, scores, sensitive, n_bins, pos_label, classes))
 
 
 def _summary(ev: _Eval) -> dict[str, Any]:
@@ -274,8 +279,7 @@ def calibration_summary(
     ``max_group_brier``, ``log_loss``, ``roc_auc`` (binary only, NaN for multi-class or
     when only one class occurs), ``accuracy``, plus ``task``, ``n`` and ``n_groups``.
     Undefined figures are NaN (as in ``FairnessReport.overall``)."""
-    y, s, groups, n_bins = _prepare(y, scores, sensitive, n_bins)
-    return _summary(_evaluate(y, s, groups, n_bins=n_bins, pos_label=pos_label, classes=classes))
+    return _summary(_evaluate_inputs(y, scores, sensitive, n_bins, pos_label, classes))
 
 
 def compare_calibration(
