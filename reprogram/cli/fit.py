@@ -39,11 +39,12 @@ def model_collate(model):
     return tokenize_collate(model.tokenizer)
 
 
-def model_dataset(table, model, label, sensitive, text, image, allow_outside_paths=False):
+def model_dataset(table, model, label, sensitive, text, image, allow_outside_paths=False, base_dir=None):
+    """``table`` (a path, or a frame read from ``base_dir``'s table) read with the model's encodings."""
     from reprogram.data import load_dataset_like
 
     return load_dataset_like(table, model.meta | {"input_kind": model.input_kind}, label=label, sensitive=sensitive,
-                             text=text, image=image, allow_outside_paths=allow_outside_paths)
+                             text=text, image=image, allow_outside_paths=allow_outside_paths, base_dir=base_dir)
 
 
 def inputs_dataset(frame, model, text, image, base_dir, allow_outside_paths=False):

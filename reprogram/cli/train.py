@@ -222,6 +222,8 @@ def pareto_command(
     epochs: int = EPOCHS, batch_size: int = BATCH_SIZE, lr: float = LR, optimizer: str = OPTIMIZER,
     schedule: str = SCHEDULE, weight_decay: float = WEIGHT_DECAY, seed: int = SEED, device: str = DEVICE_OPTION,
     variant: str = VARIANT, penalty: str = PENALTY, constraint: str = CONSTRAINT, on: str = ON, by: str = BY,
+    allow_outside_paths: bool = typer.Option(False, "--allow-outside-paths", help="Allow image paths that lead "
+                                             "outside the table's folder (../, absolute, symlinks)."),
 ) -> None:
     """Sweep a method's main knob (eta, eps, c, strength...) or a trigger's lambda: accuracy vs fairness,
     Pareto front, plot (--append puts several sweeps on one plot)."""
@@ -234,14 +236,15 @@ def pareto_command(
         raise InputError("give either --method (an in-processing method) or --trigger with --model (a trigger sweep)")
     if trigger is not None:
         points = _trigger_sweep(data, val, val_fraction, label, sensitive, text, image, trigger, model_path,
-                                lambdas, criterion, metric, epochs, batch_size, seed, device)
+                                lambdas, criterion, metric, epochs, batch_size, seed, device, allow_outside_paths)
         _save_points(points, out, append, metric, data, drop={points[0].method})
         return
     options = method_options(method, dict(variant=variant, penalty=penalty, constraint=constraint, on=on, by=by))
     parameter = SWEEP_PARAMETER.get(method)
     if parameter is not None and not values:
         raise InputError(f"give --values for {method}'s {parameter}, e.g. --values 0.1 1 10")
-    train, val_ds = load_data(data, val, val_fraction, label, sensitive, features, text, image, image_size, seed)
+    train, val_ds = load_data(data, val, val_fraction, label, sensitive, features, text, image, image_size, seed,
+                              allow_outside_paths)
     build, collate = model_factory(train, arch, hidden, dropout, freeze_encoder, max_length)
     tkw = trainer_options(epochs, batch_size, lr, optimizer, schedule, weight_decay, seed, device, "accuracy", None,
                           collate)
@@ -279,7 +282,7 @@ def _save_points(points, out: Path, append: bool, metric: str, data: Path, *, dr
 
 
 def _trigger_sweep(data, val, val_fraction, label, sensitive, text, image, trigger, model_path, lambdas, criterion,
-                   metric, epochs, batch_size, seed, device):
+                   metric, epochs, batch_size, seed, device, allow_outside_paths=False):
     """One trigger per lambda on the frozen model, fitted on --data, placed by its figures on --val."""
     from reprogram.cli.fit import load_model, model_collate, model_dataset
     from reprogram.data import split_frame
@@ -291,10 +294,13 @@ def _trigger_sweep(data, val, val_fraction, label, sensitive, text, image, trigg
         raise InputError("a --trigger sweep needs --model CKPT and --lambdas L1 L2 ...")
     model, dev = load_model(model_path, False, device)
     if val is not None:
-        tune, val_ds = (model_dataset(p, model, label, sensitive, text, image) for p in (data, val))
+        tune, val_ds = (model_dataset(p, model, label, sensitive, text, image, allow_outside_paths) for p in (data, val))
     else:  # the same stratified split the method sweeps use
         parts = split_frame(read_table(data), (1 - val_fraction, val_fraction), stratify=[label, *sensitive], seed=seed)
-        tune, val_ds = (model_dataset(p, model, label, sensitive, text, image) for p in parts)
+        # the parts are frames: their image paths are relative to the table's folder
+        base = Path(data).resolve().parent
+        tune, val_ds = (model_dataset(p, model, label, sensitive, text, image, allow_outside_paths, base_dir=base)
+                        for p in parts)
     points = [ParetoPoint("model (no trigger)", None, None, 0.0, 0.0, metric)]
     for lam in lambdas:
         trig = make_trigger(trigger, model, tune, seed=seed)

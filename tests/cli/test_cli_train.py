@@ -81,6 +81,13 @@ def test_train_on_an_image_table(tmp_path, capsys):
     model = load_frozen(out)
     assert model.input_kind == "image" and read_sidecar(out)["image"]["size"] == [8, 8]
     assert model(torch.zeros(2, 3, 8, 8)).shape == (2, 2)
+    # a trigger sweep without --val splits the table: its image paths still resolve from
+    # the table's folder, not from the working directory
+    code, text = invoke(["pareto", "--data", csv, "--image", "path", "--label", "label", "--sensitive", "group",
+                         "--model", out, "--trigger", "border", "--lambdas", "1", "--epochs", "1",
+                         "--out", tmp_path / "sweep"], capsys)
+    assert code == 0, text
+    assert (tmp_path / "sweep" / "points.json").is_file()
 
 
 @pytest.mark.parametrize(
