@@ -847,10 +847,9 @@ def saliency_report(
     settings in the header. The page is written atomically to ``out`` (``None``: not
     written). Returns a :class:`SaliencyReport`.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from reprogram.metrics import dataset_report
     from reprogram.models import predict_proba, resolve_device
+    from reprogram.progress import progress_bar
 
     out_path = _check_out(out) if out is not None else None
     kind = _check_inputs(model, data, trigger, samples, seed)
@@ -888,9 +887,7 @@ def saliency_report(
                    proba_base=proba_base, proba_trig=proba_trig,
                    steps_kw={} if n_steps is None else {"n_steps": int(n_steps)})
     n_calls = len(ctx.variants) * (sum(len(c) > 0 for c in chosen) if kind != "tabular" else 1)
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[status]}"))
-    with Progress(*columns, transient=True, disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         ctx.bar, ctx.task = bar, bar.add_task("attributions", total=n_calls, status="")
         if kind == "image":
             sample_html, method_note = _explain_images(ctx, layer=layer, smoothgrad=smoothgrad)

@@ -18,13 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate
 
@@ -44,6 +37,7 @@ from reprogram.checkpoint import (
 )
 from reprogram.errors import ArtifactError, InputError, NotFittedError, ReprogramError
 from reprogram.models.device import call_model, move_to, resolve_device, seed_everything
+from reprogram.progress import progress_bar
 from reprogram.train.objective import CrossEntropy, Objective
 
 __all__ = ["Trainer", "TrainingDiverged", "monitor_mode", "save_frozen", "dataset_meta"]
@@ -249,10 +243,7 @@ class Trainer:
         if self.resume and self.checkpoint_dir is not None:
             start, best_state = self._load_checkpoint(opt, sched, generator, state)
         n_batches = len(loader)
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[status]}"))  # fmt: skip
-        with GracefulInterrupt() as stop, Progress(*columns, transient=True,
-                                                   disable=not (self.progress and ctx.is_main)) as bar:
+        with GracefulInterrupt() as stop, progress_bar(self.progress and ctx.is_main) as bar:
             task = bar.add_task("training", total=self.epochs * n_batches, completed=start * n_batches, status="")
             for epoch in range(start, self.epochs):
                 if state["done"]:

@@ -38,13 +38,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate
 
@@ -63,6 +56,7 @@ from reprogram.checkpoint import (
 )
 from reprogram.errors import ArtifactError, GroupError, InputError
 from reprogram.models.device import call_model, move_to, resolve_device, seed_everything
+from reprogram.progress import progress_bar
 from reprogram.triggers.discriminator import CRITERIA, Discriminator
 
 __all__ = ["TriggerFitter", "GAP_METRIC", "RULES"]
@@ -226,11 +220,8 @@ class TriggerFitter:
         if self.resume and self.checkpoint_dir is not None:
             start, best_state = self._load_checkpoint(t_opt, d_opt)
         gap_key = GAP_METRIC[self.criterion]
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[status]}"))  # fmt: skip
         n_batches = math.ceil(math.ceil(len(tune) / ctx.world_size) / per_rank)
-        with GracefulInterrupt() as stop, Progress(*columns, transient=True,
-                                                   disable=not (self.progress and ctx.is_main)) as bar:
+        with GracefulInterrupt() as stop, progress_bar(self.progress and ctx.is_main) as bar:
             task_id = bar.add_task("fitting trigger", total=self.epochs * n_batches, completed=start * n_batches,
                                    status="")
             for epoch in range(start, self.epochs):
