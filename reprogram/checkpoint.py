@@ -28,7 +28,8 @@ import torch
 from reprogram.errors import ArtifactError, InputError
 
 __all__ = ["CheckpointWarning", "TrainingInterrupted", "GracefulInterrupt", "optimizer_tensors", "load_optimizer",
-           "rng_state", "set_rng_state", "save_checkpoint", "latest_checkpoint", "check_options"]
+           "rng_state", "set_rng_state", "save_checkpoint", "latest_checkpoint", "check_options",
+           "checkpoint_folder"]
 
 _EPOCH_DIR = re.compile(r"^epoch-(\d+)$")
 
@@ -109,21 +110,33 @@ def set_rng_state(tensors: dict, meta: dict, generator: torch.Generator | None =
 
 
 def save_checkpoint(folder: str | Path, epoch: int, tensors: dict, meta: dict, *, keep: int = 2) -> Path:
-    """Write ``folder/epoch-NNNNN`` atomically, then drop all but the newest ``keep``."""
+    """Write ``folder/epoch-NNNNN`` atomically, then drop all but the newest ``keep``.
+
+    Epochs past ``epoch`` are dropped too: they are left by a run this one replaced (a
+    fresh start in a used folder, or a resume that found them damaged), and kept they
+    would outrank this run's checkpoints, which would be pruned in their place."""
     from reprogram.artifacts import write_artifact
 
     folder = Path(folder)
     path = write_artifact(folder / f"epoch-{epoch:05d}", "checkpoint", tensors, {**meta, "epoch": epoch})
-    for old in _candidates(folder)[keep:]:
+    found = _numbered(folder)
+    superseded = [p for n, p in found if n > epoch]
+    for old in superseded + [p for n, p in found if n <= epoch][keep:]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in folder.glob(".epoch-*.tmp"):  # left by a kill in the middle of a write
+    # left by a kill in the middle of a write (.tmp) or of the swap that replaces a folder (.old)
+    for stale in [*folder.glob(".epoch-*.tmp"), *folder.glob(".epoch-*.old")]:
         shutil.rmtree(stale, ignore_errors=True)
     return path
 
 
-def _candidates(folder: Path) -> list[Path]:
+def _numbered(folder: Path) -> list[tuple[int, Path]]:
+    """The ``epoch-NNNNN`` folders in ``folder`` with their epochs, newest first."""
     found = [(int(m.group(1)), p) for p in folder.glob("epoch-*") if (m := _EPOCH_DIR.match(p.name)) and p.is_dir()]
-    return [p for _, p in sorted(found, reverse=True)]
+    return sorted(found, reverse=True)
+
+
+def _candidates(folder: Path) -> list[Path]:
+    return [p for _, p in _numbered(folder)]
 
 
 def latest_checkpoint(folder: str | Path, required: tuple[str, ...] = ()) -> tuple[dict, dict, Path] | None:
@@ -149,6 +162,17 @@ def latest_checkpoint(folder: str | Path, required: tuple[str, ...] = ()) -> tup
             continue
         return tensors, meta, path
     return None
+
+
+def checkpoint_folder(path: str | Path | None) -> Path | None:
+    """``path`` as the checkpoint folder of a run; InputError, before any training, when
+    it is something other than a folder (else the first save would fail an epoch in)."""
+    if path is None:
+        return None
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"the checkpoint folder {folder} exists and is not a folder")
+    return folder
 
 
 def check_options(meta: dict, options: dict, folder: Path | None) -> None:

@@ -67,3 +67,58 @@ def test_fitter_refuses_a_checkpoint_past_its_epochs(tmp_path):
     _fitter(tmp_path, epochs=3).fit(ds)
     with pytest.raises(InputError, match="epoch 3.*epochs=2"):
         _fitter(tmp_path, epochs=2, resume=True).fit(ds)
+
+
+def test_a_fresh_run_in_a_used_checkpoint_folder_keeps_its_own_checkpoints(tmp_path):
+    from reprogram.checkpoint import latest_checkpoint, save_checkpoint
+
+    t = {"rng.torch": torch.zeros(1)}
+    for epoch in range(1, 6):  # an earlier run's epochs 4 and 5 stay
+        save_checkpoint(tmp_path, epoch, t, {"run": "old"})
+    (tmp_path / ".epoch-00005.x.old").mkdir()  # a kill between the two renames of a replace
+    save_checkpoint(tmp_path, 1, t, {"run": "new"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-00001"]
+    _, meta, _ = latest_checkpoint(tmp_path)
+    assert (meta["run"], meta["epoch"]) == ("new", 1)
+
+
+def test_trainer_fresh_start_in_a_used_folder_then_resume_continues_the_new_run(tmp_path):
+    ds = _data()
+    _trainer(tmp_path, epochs=3).fit(ds)
+    fresh = _trainer(tmp_path, epochs=2, lr=0.02).fit(ds)  # no resume: starts afresh
+    resumed = _trainer(tmp_path, epochs=2, lr=0.02, resume=True).fit(ds)
+    assert resumed.history_ == fresh.history_
+
+
+def test_fitter_refuses_a_resume_with_another_trigger_setting(tmp_path):
+    ds = _data()
+    _fitter(tmp_path).fit(ds)
+    model = FrozenModel(_net(), input_kind="tabular")
+    other = FeatureTrigger(4, features=[0, 1])  # its mask buffer would be overwritten by the checkpoint's
+    with pytest.raises(InputError, match=r"trigger\.features=None, this run has trigger\.features=\[0, 1\]"):
+        TriggerFitter(model, other, "eo", epochs=2, batch_size=32, lr=0.05, device="cpu", progress=False,
+                      checkpoint_dir=tmp_path, resume=True).fit(ds)
+
+
+def test_fitter_turns_a_checkpoint_that_does_not_fit_the_trigger_into_one_line(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from reprogram.errors import ArtifactError
+
+    ds = _data()
+    _fitter(tmp_path).fit(ds)
+    for weights in tmp_path.glob("epoch-*/weights.safetensors"):  # a trigger of another size
+        t = load_file(str(weights))
+        t["trigger.theta"] = torch.zeros(1, 3)
+        save_file(t, str(weights))
+    with pytest.raises(ArtifactError, match="does not fit this trigger"):
+        _fitter(tmp_path, resume=True).fit(ds)
+
+
+def test_a_checkpoint_path_that_is_a_file_is_refused_before_training(tmp_path):
+    f = tmp_path / "ckpt"
+    f.write_text("not a folder")
+    with pytest.raises(InputError, match="not a folder"):
+        _trainer(f)
+    with pytest.raises(InputError, match="not a folder"):
+        _fitter(f)

@@ -26,6 +26,7 @@ from reprogram.checkpoint import (
     GracefulInterrupt,
     TrainingInterrupted,
     check_options,
+    checkpoint_folder,
     interrupted_message,
     jsonable,
     latest_checkpoint,
@@ -177,7 +178,7 @@ class Trainer:
         self.sampler, self.batch_sampler, self.collate_fn = sampler, batch_sampler, collate_fn
         self.progress = progress
         self.eval_batch_size = eval_batch_size
-        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.checkpoint_dir = checkpoint_folder(checkpoint_dir)
         self.resume = bool(resume)
 
     # -- the loop ---------------------------------------------------------------

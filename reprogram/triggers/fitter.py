@@ -46,6 +46,7 @@ from reprogram.checkpoint import (
     GracefulInterrupt,
     TrainingInterrupted,
     check_options,
+    checkpoint_folder,
     interrupted_message,
     latest_checkpoint,
     load_optimizer,
@@ -141,7 +142,7 @@ class TriggerFitter:
         self.disc_hidden, self.tolerance = tuple(disc_hidden), float(tolerance)
         self.device = resolve_device(device)
         self.seed = int(seed)
-        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.checkpoint_dir = checkpoint_folder(checkpoint_dir)
         self.resume = bool(resume)
         self.collate_fn = collate_fn or default_collate
         self.progress, self.eval_batch_size = progress, int(eval_batch_size)
@@ -301,7 +302,8 @@ class TriggerFitter:
         return {"lambda": self.lam, "rule": self.rule, "disc_steps": self.disc_steps, "batch_size": self.batch_size,
                 "lr": self.lr, "disc_lr": self.disc_lr, "optimizer": self.optimizer,
                 "disc_optimizer": self.disc_optimizer, "disc_hidden": list(self.disc_hidden),
-                "tolerance": self.tolerance, "seed": self.seed}
+                "tolerance": self.tolerance, "seed": self.seed,
+                **{f"trigger.{k}": v for k, v in self.trigger.config().items()}}
 
     def _load_checkpoint(self, t_opt, d_opt):
         """Restore the newest whole checkpoint; (0, None) when there is none (a fresh start)."""
@@ -329,8 +331,12 @@ class TriggerFitter:
         def part(prefix):
             return {k[len(prefix) + 1 :]: v.to(self.device) for k, v in tensors.items() if k.startswith(prefix + ".")}
 
-        self.trigger.load_state_dict(part("trigger"))
-        self.discriminator_.load_state_dict(part("disc"))
+        try:
+            self.trigger.load_state_dict(part("trigger"))
+            self.discriminator_.load_state_dict(part("disc"))
+        except RuntimeError as e:  # a checkpoint from before the options were recorded
+            raise ArtifactError(f"the checkpoint in {self.checkpoint_dir} does not fit this trigger or "
+                                f"discriminator: {str(e).splitlines()[0]}") from None
         load_optimizer(t_opt, "opt_trigger", tensors, meta["optimizer_groups"]["trigger"])
         load_optimizer(d_opt, "opt_disc", tensors, meta["optimizer_groups"]["disc"])
         set_rng_state(tensors, meta.get("rng", {}))
