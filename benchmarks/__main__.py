@@ -252,7 +252,7 @@ def trigger_speed(d: dict):
     return heads, lines
 
 
-LOSS_BASED = ("fas (seed)", "fas (softmax)", "regularizer", "lagrangian", "reweight", "groupdro")  # train_methods.py
+LOSS_BASED = ("fas (seed)", "fas (softmax)", "fas (softmax, β ascent)", "regularizer", "lagrangian", "reweight", "groupdro")  # train_methods.py
 
 
 def train_methods(d: dict):
