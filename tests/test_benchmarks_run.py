@@ -19,8 +19,8 @@ def test_train_methods_quick_run_writes_every_section(tmp_path):
     result = json.loads(out.read_text())
     assert {"erm_vs_ffb", "best", "reductions_bound", "fas_spurious_digits", "step_overhead"} <= set(result)
     methods = {b["method"] for b in result["best"]}
-    assert methods == {"erm", "fas (seed)", "fas (softmax)", "regularizer", "lagrangian", "adversarial", "reweight",
-                       "resample", "groupdro", "reductions"}
+    assert methods == {"erm", "fas (seed)", "fas (softmax)", "fas (softmax, β ascent)", "regularizer", "lagrangian",
+                       "adversarial", "reweight", "resample", "groupdro", "reductions"}
     assert result["step_overhead"]["erm"]["ratio"] == 1.0
 
 
