@@ -52,18 +52,22 @@ def make_method(name: str, train, *, n_classes: int, representation_dim: int | N
     """Objective and sampler for method ``name`` on dataset ``train`` (see module docstring).
 
     Options by method (defaults in brackets):
-    fas: variant ["seed"], c [0.5], ema_alpha [0.9], beta_lr [the Trainer's], beta_ascent [True for
-    the seed variant, False for softmax], temperature
-    [1.0] (softmax variant), by ["group", or "group_class": one scale per (group, class)]; regularizer: penalty ["dp"], eta [1.0];
-    lagrangian: constraint ["dp"], eps [0.02], multiplier_lr [0.5]; adversarial: on
-    ["output", or "representation"], strength [1.0], schedule ["dann"]; reweight: by ["independence":
-    Kamiran-Calders P(g)P(y)/P(g,y), or "group", "class", "group_class" inverse frequency],
-    strength [1.0] (the weights' power: 0 plain, 1 the textbook weights, > 1 over-correct),
-    k [0.0] (affirmative-action boost of the smallest group); resample: to ["mean"],
-    by ["group_class"] (equalise the groups within each class, which removes the
-    group-label correlation, or ``"group"``: the group counts only), strength [1.0] (0 no
-    resampling, 1 equal groups, > 1 over-correct; see ``resample_indices``); groupdro: step_size
-    [0.01], by ["group_class"] (weights over (group, class) cells, or ``"group"``).
+    fas: variant ["seed"], c [0.5], ema_alpha [0.9], beta_lr [the Trainer's], beta_ascent
+    [True for the seed variant, False for softmax], temperature [1.0] (softmax variant),
+    by ["group", or "group_class": one scale per (group, class)];
+    regularizer: penalty ["dp"], eta [1.0];
+    lagrangian: constraint ["dp"], eps [0.02], multiplier_lr [0.5];
+    adversarial: on ["output", or "representation"], strength [1.0], schedule ["dann"];
+    reweight: by ["independence": Kamiran-Calders P(g)P(y)/P(g,y), or "group", "class",
+    "group_class" inverse frequency], strength [1.0] (the weights' power: 0 plain, 1 the
+    textbook weights, > 1 over-correct), k [0.0] (affirmative-action boost of the
+    smallest group);
+    resample: to ["mean"], by ["group_class"] (equalise the groups within each class,
+    which removes the group-label correlation, or ``"group"``: the group counts only),
+    strength [1.0] (0 no resampling, 1 equal groups, > 1 over-correct; see
+    ``resample_indices``);
+    groupdro: step_size [0.01], by ["group_class"] (weights over (group, class) cells, or
+    ``"group"``).
     """
     n_groups = len(train.group_names)
     if name == "erm":

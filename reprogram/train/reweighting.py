@@ -138,13 +138,19 @@ def independence_weights(group_ids: Any, labels: Any, *, strength: float = 1.0) 
     return _temper((expected / joint)[gi, yi], strength)
 
 
-def _temper(w: np.ndarray, strength: Any) -> np.ndarray:
-    """``w ** strength`` rescaled to mean 1 (``strength`` 1: ``w`` as it is)."""
+def _check_strength(strength: Any) -> float:
+    """The power of a reweighting or resampling correction: a finite number >= 0."""
     if isinstance(strength, bool) or not isinstance(strength, Real) or not (0 <= float(strength) < math.inf):
         raise InputError(f"strength must be a finite number >= 0, got {strength!r}")
-    if float(strength) == 1.0:
+    return float(strength)
+
+
+def _temper(w: np.ndarray, strength: Any) -> np.ndarray:
+    """``w ** strength`` rescaled to mean 1 (``strength`` 1: ``w`` as it is)."""
+    strength = _check_strength(strength)
+    if strength == 1.0:
         return w
-    w = w ** float(strength)
+    w = w**strength
     return w / w.mean()
 
 

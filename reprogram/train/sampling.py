@@ -20,15 +20,14 @@ spreads the repeats as evenly as possible, rather than drawing with replacement.
 
 from __future__ import annotations
 
-import math
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Sampler
 
 from reprogram.errors import InputError, LengthMismatchError
-from reprogram.train.reweighting import _as_int_array, _pair_codes
+from reprogram.train.reweighting import _as_int_array, _check_strength, _pair_codes
 
 __all__ = ["resample_indices", "GroupResampler", "GroupBalancedBatchSampler"]
 
@@ -122,12 +121,6 @@ def resample_indices(group_ids: Any, *, to: str = "mean", labels: Any = None, se
         targets = np.maximum(1, np.round(counts * (targets / counts) ** strength)).astype(np.int64)
     drawn = np.concatenate([_draw(rows, t, rng) for rows, t in zip(rows_by_cell, targets)])
     return rng.permutation(drawn)
-
-
-def _check_strength(strength: Any) -> float:
-    if isinstance(strength, bool) or not isinstance(strength, Real) or not (0 <= float(strength) < math.inf):
-        raise InputError(f"strength must be a finite number >= 0, got {strength!r}")
-    return float(strength)
 
 
 def _check_seed(seed: Any) -> int:
