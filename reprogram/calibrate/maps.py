@@ -94,10 +94,10 @@ class CalibrationMap(BaseEstimator):
 
     # --- what a subclass provides --------------------------------------------------
     def _fit_binary(self, p: np.ndarray, y: np.ndarray) -> Table:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define _fit_binary (the map of one positive-class score)")
 
     def _fit_multiclass(self, s: np.ndarray, y: np.ndarray) -> float:  # natively multi-class maps only
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} has multiclass_native set but no _fit_multiclass")
 
     # --- public API ----------------------------------------------------------------
     def fit(self, scores: Any, y: Any) -> CalibrationMap:
