@@ -1,6 +1,7 @@
 """The benchmark scripts still run (a smoke run each; the measured numbers are in their JSON)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,13 +11,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_benchmark(script: str, out: Path, *args: str, env: dict | None = None) -> dict:
+    """``python benchmarks/<script> *args --out out`` as a user runs it; its JSON."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
 @pytest.mark.slow
 def test_train_methods_quick_run_writes_every_section(tmp_path):
-    out = tmp_path / "train_methods.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_methods.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(out.read_text())
+    result = run_benchmark("train_methods.py", tmp_path / "train_methods.json", "--quick")
     assert {"erm_vs_ffb", "best", "reductions_bound", "fas_spurious_digits", "step_overhead"} <= set(result)
     methods = {b["method"] for b in result["best"]}
     assert methods == {"erm", "fas (seed)", "fas (softmax)", "fas (softmax, β ascent)", "regularizer", "lagrangian",
@@ -26,26 +31,16 @@ def test_train_methods_quick_run_writes_every_section(tmp_path):
 
 @pytest.mark.slow
 def test_trigger_benchmarks_quick_runs(tmp_path):
-    quality, speed = tmp_path / "q.json", tmp_path / "s.json"
-    for args in (["trigger_quality.py", "--quick", "--parts", "digits,tabular", "--out", str(quality)],
-                 ["trigger_speed.py", "--rounds", "1", "--out", str(speed)]):
-        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / args[0]), *args[1:]],
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    q = json.loads(quality.read_text())
+    q = run_benchmark("trigger_quality.py", tmp_path / "q.json", "--quick", "--parts", "digits,tabular")
     assert {r["trigger"] for r in q["digits"]["rows"]} == {"border (overlay, 2 px)", "patch (4 px)", "additive (8/255)"}
     assert q["transfer"] and q["tabular"]["chosen"]
-    s = json.loads(speed.read_text())["cases"]
+    s = run_benchmark("trigger_speed.py", tmp_path / "s.json", "--rounds", "1")["cases"]
     assert all(c["floor"] > 0 and c["trigger step"] > 0 for c in s.values())
 
 
 @pytest.mark.slow
 def test_calibration_quality_quick_run(tmp_path):
-    out = tmp_path / "cq.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "calibration_quality.py"), "--quick",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(out.read_text())
+    result = run_benchmark("calibration_quality.py", tmp_path / "cq.json", "--quick")
     auto = result["summary"]["group auto (sex)"]
     raw = result["summary"]["raw scores"]
     assert auto["max_group_ece"]["mean"] < raw["max_group_ece"]["mean"]
@@ -54,14 +49,28 @@ def test_calibration_quality_quick_run(tmp_path):
 
 @pytest.mark.slow
 def test_calibration_speed_quick_run(tmp_path):
-    out = tmp_path / "cs.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "calibration_speed.py"), "--quick",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(out.read_text())
+    result = run_benchmark("calibration_speed.py", tmp_path / "cs.json", "--quick")
     assert len(result["fit"]) == 4 and len(result["latency"]["rows"]) == 4
     assert result["apply"]["single"]["max_abs_diff_onnx_vs_interp"] < 1e-6
     assert result["apply"]["grouped"]["max_abs_diff_onnx_vs_numpy"] < 1e-6
+
+
+@pytest.mark.slow
+def test_streaming_metrics_quick_run(tmp_path):
+    result = run_benchmark("streaming_metrics.py", tmp_path / "sm.json", "--quick")
+    assert result["streamed_equals_in_memory"]
+    assert {(r["path"], r["format"]) for r in result["runs"]} == {
+        ("in-memory", "parquet"), ("streaming", "parquet"), ("in-memory", "csv"), ("streaming", "csv")}
+    assert all(r["peak_rss_mib"] > 0 and r["wall_s"] > 0 for r in result["runs"])
+
+
+@pytest.mark.slow
+def test_scaling_benchmark_quick_run(tmp_path):
+    result = run_benchmark("distributed_scaling.py", tmp_path / "scaling.json", "--quick",
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cases = result["cases"]
+    assert {(c["run"], c["processes"]) for c in cases} == {(r, p) for r in ("trigger fit", "train") for p in (1, 2)}
+    assert all(c["rows_per_s"] > 0 for c in cases)
 
 
 @pytest.mark.slow

@@ -159,20 +159,3 @@ def test_torchrun_fit_command_matches_one_process_and_only_rank_0_writes(tmp_pat
     assert one.returncode == 0, one.stdout + one.stderr
     a, b = (load_file(str(tmp_path / t / "weights.safetensors")) for t in ("t1", "t2"))
     _close(a, b, atol=1e-5)
-
-
-@pytest.mark.slow
-def test_scaling_benchmark_quick_run(tmp_path):
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    out = tmp_path / "scaling.json"
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "distributed_scaling.py"
-    proc = subprocess.run([sys.executable, str(script), "--quick", "--out", str(out)], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    cases = json.loads(out.read_text())["cases"]
-    assert {(c["run"], c["processes"]) for c in cases} == {(r, p) for r in ("trigger fit", "train") for p in (1, 2)}
-    assert all(c["rows_per_s"] > 0 for c in cases)

@@ -7,6 +7,7 @@ checkpoint is skipped, never loaded; Ctrl-C stops with exit code 130 and a messa
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -15,12 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
 from reprogram.cli import main
 from reprogram.models import load_frozen
+from toy_tables import group_leaning_table
 
 pytestmark = pytest.mark.slow
 
@@ -31,13 +32,7 @@ ENV = {"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("crash")
-    rng = np.random.default_rng(2)
-    n = 1200
-    group = rng.choice(["a", "b"], n, p=[0.6, 0.4])
-    x1 = rng.normal(size=n) + 1.0 * (group == "b")
-    x2 = rng.normal(size=n)
-    y = (rng.random(n) < 1 / (1 + np.exp(-(1.5 * x1 + 0.5 * x2 - 0.5)))).astype(int)
-    df = pd.DataFrame({"x1": x1, "x2": x2, "group": group, "y": y})
+    df, _ = group_leaning_table(1200, 2)
     df.iloc[:600].to_csv(d / "train.csv", index=False)
     df.iloc[600:].to_csv(d / "tune.csv", index=False)
     with pytest.raises(SystemExit) as done:
@@ -57,14 +52,10 @@ def _args(kind: str, d: Path, out: Path, ckpt: Path) -> list[str]:
 
 
 def _run(args, **kw) -> subprocess.CompletedProcess:
-    import os
-
     return subprocess.run(CLI + args, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=300, **kw)
 
 
 def _start(args) -> subprocess.Popen:
-    import os
-
     return subprocess.Popen(CLI + args, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
@@ -89,6 +80,25 @@ def _same(a: dict, b: dict) -> None:
         assert np.array_equal(a[k].numpy(), b[k].numpy()), k
 
 
+def _interrupt(kind: str, d: Path, tmp: Path, sig: int, *, count: int = 1, delay: float = 0.0):
+    """Start a checkpointed run, send ``sig`` once ``count`` checkpoints exist (plus ``delay``
+    seconds); its args, output path, checkpoint folder and process."""
+    out, ckpt = tmp / ("trigger" if kind == "fit" else "m.pt"), tmp / "ckpt"
+    args = _args(kind, d, out, ckpt)
+    proc = _start(args)
+    _wait_for_checkpoint(proc, ckpt, count=count)
+    time.sleep(delay)
+    proc.send_signal(sig)
+    return args, out, ckpt, proc
+
+
+def _resume(args: list[str]) -> str:
+    """Run ``args --resume`` to the end; its output."""
+    done = _run(args + ["--resume"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
 @pytest.fixture(scope="module")
 def straight(setup, tmp_path_factory):
     """The uninterrupted runs' final tensors."""
@@ -104,48 +114,31 @@ def straight(setup, tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["fit", "train"])
 def test_kill_9_at_a_random_moment_then_resume_gives_the_uninterrupted_result(setup, straight, tmp_path, kind):
-    out, ckpt = tmp_path / ("trigger" if kind == "fit" else "m.pt"), tmp_path / "ckpt"
-    args = _args(kind, setup, out, ckpt)
-    proc = _start(args)
-    _wait_for_checkpoint(proc, ckpt)
-    time.sleep(random.uniform(0.0, 1.0))
-    proc.send_signal(signal.SIGKILL)
+    args, out, _, proc = _interrupt(kind, setup, tmp_path, signal.SIGKILL, delay=random.uniform(0.0, 1.0))
     proc.wait(timeout=30)
-    done = _run(args + ["--resume"])
-    assert done.returncode == 0, done.stdout + done.stderr
+    _resume(args)
     _same(_tensors(kind, out), straight[kind])
 
 
 @pytest.mark.parametrize("kind", ["fit", "train"])
 def test_a_damaged_newest_checkpoint_is_skipped_not_loaded(setup, straight, tmp_path, kind):
-    out, ckpt = tmp_path / ("trigger" if kind == "fit" else "m.pt"), tmp_path / "ckpt"
-    args = _args(kind, setup, out, ckpt)
-    proc = _start(args)
-    _wait_for_checkpoint(proc, ckpt, count=2)
-    proc.send_signal(signal.SIGKILL)
+    args, out, ckpt, proc = _interrupt(kind, setup, tmp_path, signal.SIGKILL, count=2)
     proc.wait(timeout=30)
     newest = sorted(ckpt.glob("epoch-*"))[-1]
     weights = newest / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # as a torn write would leave it
     (ckpt / ".epoch-00099.x1.tmp").mkdir()  # a half-built folder from a kill: never read, cleaned up
-    done = _run(args + ["--resume"])
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "skipping a damaged checkpoint" in done.stderr + done.stdout
+    assert "skipping a damaged checkpoint" in _resume(args)
     _same(_tensors(kind, out), straight[kind])
     assert not (ckpt / ".epoch-00099.x1.tmp").exists()
 
 
 @pytest.mark.parametrize("kind", ["fit", "train"])
 def test_ctrl_c_stops_with_130_and_a_message_and_resume_finishes(setup, straight, tmp_path, kind):
-    out, ckpt = tmp_path / ("trigger" if kind == "fit" else "m.pt"), tmp_path / "ckpt"
-    args = _args(kind, setup, out, ckpt)
-    proc = _start(args)
-    _wait_for_checkpoint(proc, ckpt)
-    proc.send_signal(signal.SIGINT)
+    args, out, _, proc = _interrupt(kind, setup, tmp_path, signal.SIGINT)
     text, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, text
     assert "interrupted after" in text and "--resume" in text
     assert not out.exists()
-    done = _run(args + ["--resume"])
-    assert done.returncode == 0, done.stdout + done.stderr
+    _resume(args)
     _same(_tensors(kind, out), straight[kind])

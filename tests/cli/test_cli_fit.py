@@ -2,26 +2,20 @@
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from cli_helpers import invoke
 from reprogram.cli import main
 from reprogram.triggers import load_trigger
+from toy_tables import group_leaning_table
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A model trained on one table, and disjoint tuning and test tables."""
     d = tmp_path_factory.mktemp("fit")
-    rng = np.random.default_rng(1)
-    n = 1500
-    group = rng.choice(["a", "b"], n, p=[0.6, 0.4])
-    x1 = rng.normal(size=n) + 1.0 * (group == "b")
-    x2 = rng.normal(size=n)
-    y = (rng.random(n) < 1 / (1 + np.exp(-(1.5 * x1 + 0.5 * x2 - 0.5)))).astype(int)
-    df = pd.DataFrame({"x1": x1, "x2": x2, "group": group, "y": y})
+    df, _ = group_leaning_table(1500, 1)
     paths = {}
     for name, part in zip(("train", "tune", "test"), (df.iloc[:600], df.iloc[600:1100], df.iloc[1100:])):
         paths[name] = d / f"{name}.csv"

@@ -10,19 +10,15 @@ import torch
 from cli_helpers import invoke
 from reprogram.data import load_dataset
 from reprogram.models import load_frozen, read_sidecar
+from toy_tables import group_leaning_table
 
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
     """A credit-like table whose label leans on the group (strings in features and groups)."""
-    rng = np.random.default_rng(0)
-    n = 900
-    group = rng.choice(["a", "b"], n, p=[0.6, 0.4])
-    x1 = rng.normal(size=n) + 1.2 * (group == "b")
-    x2 = rng.normal(size=n)
-    y = (rng.random(n) < 1 / (1 + np.exp(-(1.5 * x1 + 0.5 * x2 - 0.6)))).astype(int)
-    df = pd.DataFrame({"x1": x1, "x2": x2, "kind": rng.choice(["p", "q"], n), "group": group,
-                       "y": np.where(y == 1, "good", "bad")})
+    base, rng = group_leaning_table(900, 0, shift=1.2, bias=-0.6)
+    df = pd.DataFrame({"x1": base.x1, "x2": base.x2, "kind": rng.choice(["p", "q"], len(base)), "group": base.group,
+                       "y": np.where(base.y == 1, "good", "bad")})
     path = tmp_path_factory.mktemp("tab") / "credit.csv"
     df.to_csv(path, index=False)
     return path, df

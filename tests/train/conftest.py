@@ -1,20 +1,14 @@
-import numpy as np
-import pandas as pd
 import pytest
 
 from reprogram.data import load_dataset
+from toy_tables import group_leaning_table
 
 
 def biased_table(n=1200, seed=0):
     """Synthetic credit-like table where the label leans on the group."""
-    rng = np.random.default_rng(seed)
-    group = rng.choice(["a", "b"], n, p=[0.6, 0.4])
-    g = (group == "b").astype(float)
-    x1 = rng.normal(size=n) + 1.2 * g
-    x2 = rng.normal(size=n)
-    logit = 1.5 * x1 + 0.5 * x2 - 0.6
-    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    return pd.DataFrame({"x1": x1, "x2": x2, "kind": rng.choice(["p", "q", "r"], n), "group": group, "y": y})
+    df, rng = group_leaning_table(n, seed, shift=1.2, bias=-0.6)
+    df.insert(2, "kind", rng.choice(["p", "q", "r"], n))
+    return df
 
 
 @pytest.fixture(scope="session")
