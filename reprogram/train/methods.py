@@ -105,7 +105,6 @@ def make_method(name: str, train, *, n_classes: int, representation_dim: int | N
 
         from reprogram.train.reweighting import (
             WeightedCrossEntropy,
-            _temper,
             independence_weights,
             inverse_frequency_weights,
         )
@@ -114,7 +113,7 @@ def make_method(name: str, train, *, n_classes: int, representation_dim: int | N
         if o["by"] == "independence":
             w = independence_weights(train.group_ids, train.labels, strength=o["strength"])
         else:
-            w = _temper(inverse_frequency_weights(train.group_ids, train.labels, by=o["by"]), o["strength"])
+            w = inverse_frequency_weights(train.group_ids, train.labels, by=o["by"], strength=o["strength"])
         if o["k"]:  # affirmative action for the smallest group on top
             smallest = int(np.argmin(np.bincount(train.group_ids, minlength=n_groups)))
             w = w * (o["k"] * (train.group_ids == smallest) + 1.0)

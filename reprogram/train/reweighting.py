@@ -84,6 +84,7 @@ def inverse_frequency_weights(
     *,
     by: str = "group",
     normalize: bool = True,
+    strength: float = 1.0,
 ) -> np.ndarray:
     """Per-row weights inversely proportional to the size of the row's cell.
 
@@ -96,6 +97,8 @@ def inverse_frequency_weights(
 
     so with ``normalize=True`` the weights have mean exactly 1 and every cell carries the
     same total weight ``N / K`` (scikit-learn's ``class_weight="balanced"`` formula, per cell).
+    ``strength`` ``s`` raises the normalised weights to a power (mean 1 again), as in
+    :func:`independence_weights`; it needs ``normalize=True``.
     ``group_ids`` may also be a dataset with a ``group_ids`` attribute. Returns float64.
     """
     g = _as_int_array(group_ids, "group_ids")
@@ -108,7 +111,11 @@ def inverse_frequency_weights(
     counts = np.bincount(cell)
     n_c = counts[cell].astype(np.float64)
     # mean over rows of 1/n_c is K/N (each cell contributes n_c * 1/n_c = 1), hence N/(K n_c)
-    return len(g) / (len(counts) * n_c) if normalize else 1.0 / n_c
+    if not normalize:
+        if _check_strength(strength) != 1.0:
+            raise InputError("strength needs normalize=True (the powered weights are rescaled to mean 1)")
+        return 1.0 / n_c
+    return _temper(len(g) / (len(counts) * n_c), strength)
 
 
 def independence_weights(group_ids: Any, labels: Any, *, strength: float = 1.0) -> np.ndarray:

@@ -280,3 +280,12 @@ def test_independence_weights_strength_is_a_normalised_power_that_can_over_corre
     for bad in (-0.5, float("nan"), float("inf"), True, "2"):
         with pytest.raises(InputError, match="strength"):
             independence_weights(g, y, strength=bad)
+
+
+def test_inverse_frequency_strength_is_the_same_normalised_power():
+    g = np.array([0, 0, 0, 1])
+    base = inverse_frequency_weights(g)
+    np.testing.assert_allclose(inverse_frequency_weights(g, strength=2), base**2 / (base**2).mean())
+    np.testing.assert_allclose(inverse_frequency_weights(g, strength=0), np.ones(4))
+    with pytest.raises(InputError, match="normalize=True"):
+        inverse_frequency_weights(g, normalize=False, strength=2)
