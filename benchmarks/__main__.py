@@ -252,9 +252,6 @@ def trigger_speed(d: dict):
     return heads, lines
 
 
-LOSS_BASED = ("fas (seed)", "fas (softmax)", "fas (softmax, β ascent)", "regularizer", "lagrangian", "reweight", "groupdro")  # train_methods.py
-
-
 def train_methods(d: dict):
     heads, lines = [], []
     if "best" in d:
@@ -293,7 +290,7 @@ def train_methods(d: dict):
                            for k, v in fas.items()])
     if "step_overhead" in d:
         over = d["step_overhead"]
-        loss = {k: v["ratio"] for k, v in over.items() if k in LOSS_BASED}
+        loss = {k: v["ratio"] for k, v in over.items() if v.get("loss_based")}
         k_worst = max(loss, key=loss.get)
         heads.append(Headline("Training-step overhead of the loss-based methods vs plain cross-entropy",
                               f"worst {loss[k_worst]:.3f}x ({k_worst})", "<= 1.10x",

@@ -47,6 +47,30 @@ def test_trainer_refuses_a_resume_with_changed_options(tmp_path, option, value):
     assert [h["epoch"] for h in resumed.history_] == [1, 2]
 
 
+@pytest.mark.parametrize(("method", "first", "second", "named"), [
+    ("fas", {"c": 0.5}, {"c": 0.7}, "objective.c=0.5"),
+    ("regularizer", {"eta": 1.0}, {"eta": 4.0}, "objective.eta=1.0"),
+    ("groupdro", {"step_size": 0.01}, {"step_size": 0.1}, "objective.step_size=0.01"),
+    # reweighting's strength lives only in the weights: their fingerprint differs
+    ("reweight", {"strength": 1.0}, {"strength": 2.0}, "objective.sample_weight_sha256="),
+    ("resample", {"strength": 1.0}, {"strength": 2.0}, "sampler.strength=1.0"),
+])
+def test_trainer_refuses_a_resume_with_changed_method_settings(tmp_path, method, first, second, named):
+    from reprogram.train.methods import make_method
+
+    ds = _data()
+
+    def run(resume, **options):
+        setup = make_method(method, ds, n_classes=2, **options)
+        return _trainer(tmp_path, resume=resume, objective=setup.objective, sampler=setup.sampler).fit(ds)
+
+    run(False, **first)
+    with pytest.raises(InputError, match=named.replace(".", r"\.")) as err:
+        run(True, **second)
+    assert "\n" not in str(err.value)
+    assert [h["epoch"] for h in run(True, **first).history_] == [1, 2]  # the same settings resume
+
+
 def _fitter(ckpt, **kw) -> TriggerFitter:
     args = {"lam": 1.0, "epochs": 2, "batch_size": 32, "lr": 0.05, "device": "cpu", "progress": False,
             "checkpoint_dir": ckpt, **kw}

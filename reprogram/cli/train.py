@@ -59,12 +59,14 @@ BY = typer.Option(None, "--by", help="fas, reweight, resample, groupdro: group |
 K = typer.Option(None, "--k", help="reweight: affirmative-action boost of the smallest group.")
 TO = typer.Option(None, "--to", help="resample: mean | min | max group count.")
 STEP_SIZE = typer.Option(None, "--step-size", help="groupdro: step of the group-weight update.")
+ADJUST = typer.Option(None, "--adjust", min=0.0, help="groupdro: C of the generalisation adjustment C / sqrt(n_g) "
+                      "(favours small groups).")
 DIFFERENCE_BOUND = typer.Option(None, "--difference-bound", help="reductions: allowed constraint violation.")
 
 _OPTION_FLAGS = {
     "variant": "--variant", "c": "--c", "beta_lr": "--beta-lr", "beta_ascent": "--beta-ascent", "temperature": "--temperature", "penalty": "--penalty", "eta": "--eta", "constraint": "--constraint",
     "eps": "--eps", "multiplier_lr": "--multiplier-lr", "on": "--on", "strength": "--strength", "by": "--by",
-    "k": "--k", "to": "--to", "step_size": "--step-size", "difference_bound": "--difference-bound",
+    "k": "--k", "to": "--to", "step_size": "--step-size", "adjust": "--adjust", "difference_bound": "--difference-bound",
 }  # fmt: skip
 
 
@@ -153,7 +155,8 @@ def train_command(
     variant: str = VARIANT, c: float = C, beta_lr: float = BETA_LR, beta_ascent: bool = BETA_ASCENT,
     temperature: float = TEMPERATURE, penalty: str = PENALTY, eta: float = ETA, constraint: str = CONSTRAINT,
     eps: float = EPS, multiplier_lr: float = MULTIPLIER_LR, on: str = ON, strength: float = STRENGTH, by: str = BY,
-    k: float = K, to: str = TO, step_size: float = STEP_SIZE, difference_bound: float = DIFFERENCE_BOUND,
+    k: float = K, to: str = TO, step_size: float = STEP_SIZE, adjust: float = ADJUST,
+    difference_bound: float = DIFFERENCE_BOUND,
     allow_outside_paths: bool = typer.Option(False, "--allow-outside-paths", help="Allow image paths that lead "
                                              "outside the table's folder (../, absolute, symlinks)."),
 ) -> None:
@@ -164,7 +167,7 @@ def train_command(
 
     given = dict(variant=variant, c=c, beta_lr=beta_lr, beta_ascent=beta_ascent, temperature=temperature, penalty=penalty, eta=eta, constraint=constraint, eps=eps,
                  multiplier_lr=multiplier_lr, on=on, strength=strength, by=by, k=k, to=to, step_size=step_size,
-                 difference_bound=difference_bound)  # fmt: skip
+                 adjust=adjust, difference_bound=difference_bound)  # fmt: skip
     options = method_options(method, given)
     if resume and checkpoint is None:
         raise InputError("--resume needs --checkpoint DIR (where the earlier run saved its epochs)")

@@ -87,6 +87,8 @@ class FASLoss(Objective):
     ``last_weights`` holds the (detached) weights of the latest batch.
     """
 
+    state_attributes = ("last_weights",)
+
     def __init__(self, n_samples: int, n_groups: int, *, variant: str = "seed", ema_alpha: float = 0.9,
                  c: float = 0.5, w_min: float = 0.1, w_max: float = 10.0, temperature: float = 1.0,
                  enable_fas: bool = True, beta_lr: float | None = None, by: str = "group",

@@ -62,7 +62,7 @@ class LagrangianObjective(Objective):
         if temperature <= 0:
             raise InputError("temperature must be > 0")
         self.constraint, self.eps, self.n_groups, self.n_classes = constraint, eps, n_groups, n_classes
-        self.temperature = temperature
+        self.temperature, self.multiplier_lr = temperature, multiplier_lr
         blocks = 1 if constraint == "dp" else n_classes
         # binary tasks constrain the positive class only (the other is its mirror image)
         cols = 1 if n_classes == 2 else n_classes

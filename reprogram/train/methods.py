@@ -67,7 +67,8 @@ def make_method(name: str, train, *, n_classes: int, representation_dim: int | N
     strength [1.0] (0 no resampling, 1 equal groups, > 1 over-correct; see
     ``resample_indices``);
     groupdro: step_size [0.01], by ["group_class"] (weights over (group, class) cells, or
-    ``"group"``).
+    ``"group"``), adjust [0] (C of Sagawa et al.'s generalisation adjustment C / sqrt(n_g),
+    which favours small groups; n_g counted on ``train``).
     """
     n_groups = len(train.group_names)
     if name == "erm":
@@ -130,8 +131,21 @@ def make_method(name: str, train, *, n_classes: int, representation_dim: int | N
     if name == "groupdro":
         from reprogram.train.dro import GroupDRO
 
-        o = _take(options, {"step_size": 0.01, "by": "group_class"}, name)
-        return MethodSetup(GroupDRO(n_groups, step_size=o["step_size"], by=o["by"], n_classes=n_classes))
+        import numpy as np
+
+        o = _take(options, {"step_size": 0.01, "by": "group_class", "adjust": 0.0}, name)
+        counts = None
+        if o["adjust"]:  # C / sqrt(n_g) needs the training rows of each group (or cell)
+            ids = np.asarray(train.group_ids, dtype=np.int64)
+            n_cells = n_groups
+            if o["by"] == "group_class":
+                ids, n_cells = ids * n_classes + np.asarray(train.labels, dtype=np.int64), n_groups * n_classes
+            counts = np.bincount(ids, minlength=n_cells)
+            if not (counts > 0).all():
+                raise InputError("GroupDRO adjust needs every group" + (" and class cell" if o["by"] == "group_class" else "")
+                                 + " in the training data")
+        return MethodSetup(GroupDRO(n_groups, step_size=o["step_size"], by=o["by"], n_classes=n_classes,
+                                    adjust=o["adjust"] or None, group_counts=counts))
     raise InputError(f"unknown method {name!r}; use one of {', '.join(TORCH_METHODS)} or reductions")
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from reprogram.errors import InputError
 
-__all__ = ["Objective", "CrossEntropy", "per_sample_ce", "check_ids"]
+__all__ = ["Objective", "CrossEntropy", "per_sample_ce", "check_ids", "plain_settings"]
 
 
 def check_ids(ids, rows: int, *, n: int | None = None, name: str = "group", device=None) -> torch.Tensor:
@@ -51,6 +51,8 @@ class Objective(nn.Module):
     """
 
     needs_representation: bool = False
+    #: public attributes that are running state, not settings (left out of :meth:`config`)
+    state_attributes: tuple[str, ...] = ()
 
     def forward(
         self,
@@ -77,6 +79,33 @@ class Objective(nn.Module):
     def epoch_logs(self) -> dict[str, float]:
         """Figures to keep in the Trainer's per-epoch history (multipliers, weights...)."""
         return {}
+
+    def config(self) -> dict:
+        """The objective's hyperparameters, for the Trainer to refuse resuming a checkpoint
+        made with other ones: its public plain attributes (numbers, strings, flags and lists
+        of them), and the config of any objective it wraps. Learnable state and buffers
+        are in the state dict instead; a subclass whose fixed setting lives in a buffer adds
+        it (see :class:`~reprogram.train.reweighting.WeightedCrossEntropy`)."""
+        return {"class": type(self).__name__, **plain_settings(self, skip=("training", *self.state_attributes))}
+
+
+def plain_settings(obj, *, skip=()) -> dict:
+    """``obj``'s public attributes that are plain settings (None, bool, int, float, str, or
+    lists/tuples of them), and the :meth:`Objective.config` of attributes that are objectives."""
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return all(plain(x) for x in v)
+        return v is None or isinstance(v, (bool, int, float, str))
+
+    out = {}
+    for k, v in vars(obj).items():
+        if k.startswith("_") or k in skip:
+            continue
+        if isinstance(v, Objective):
+            out[k] = v.config()
+        elif plain(v):
+            out[k] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
 class CrossEntropy(Objective):

@@ -9,6 +9,7 @@ positions (the ``index`` the Trainer passes to every :class:`Objective`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable
 from numbers import Integral, Real
@@ -227,6 +228,12 @@ class WeightedCrossEntropy(Objective):
         if not np.all(np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
             raise InputError("sample_weight must be finite, >= 0 and not all 0")
         self.register_buffer("sample_weight", torch.as_tensor(w, dtype=torch.float32))
+
+    def config(self) -> dict:
+        # the weights are the whole setting (a reweighting strength lives only in them), and
+        # a state dict loaded on resume would overwrite new weights with the old: fingerprint them
+        digest = hashlib.sha256(self.sample_weight.detach().cpu().numpy().tobytes()).hexdigest()[:16]
+        return {**super().config(), "sample_weight_sha256": digest}
 
     def forward(self, logits, y, group, index=None, representation=None):
         index = _check_index(index, len(self.sample_weight), type(self).__name__)

@@ -39,7 +39,7 @@ from reprogram.checkpoint import (
 from reprogram.errors import ArtifactError, InputError, NotFittedError, ReprogramError
 from reprogram.models.device import call_model, move_to, resolve_device, seed_everything
 from reprogram.progress import progress_bar
-from reprogram.train.objective import CrossEntropy, Objective
+from reprogram.train.objective import CrossEntropy, Objective, plain_settings
 
 __all__ = ["Trainer", "TrainingDiverged", "monitor_mode", "save_frozen", "dataset_meta"]
 
@@ -331,7 +331,17 @@ class Trainer:
         """The options a resumed run must share with the run that saved the checkpoint."""
         names = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "step_size", "gamma",
                  "max_grad_norm", "seed", "monitor", "patience")
-        return {k: getattr(self, k) for k in names}
+        options = {k: getattr(self, k) for k in names}
+        # the method's own settings (FAS c, a penalty's eta, a resampling strength...): a
+        # resumed run would otherwise take the checkpoint's objective state with new settings
+        # (flat, so a refusal names the one setting: "objective.c=0.5")
+        options.update({f"objective.{k}": v for k, v in self.objective.config().items()})
+        for name in ("sampler", "batch_sampler"):
+            s = getattr(self, name)
+            if s is not None:  # not the epoch counter, which advances
+                options.update({f"{name}.{k}": v for k, v in
+                                {"class": type(s).__name__, **plain_settings(s, skip=("epoch",))}.items()})
+        return options
 
     def _load_checkpoint(self, opt, sched, generator, state) -> tuple[int, dict | None]:
         """Restore the newest whole checkpoint; (0, None) when there is none (a fresh start)."""

@@ -72,8 +72,9 @@ def test_train_on_an_image_table(tmp_path, capsys):
     out = tmp_path / "cnn.pt"
     code, text = invoke(["train", "--data", csv, "--image", "path", "--label", "label", "--sensitive", "group",
                          "--arch", "cnn", "--image-size", "8", "--epochs", "1", "--method", "groupdro",
-                         "--out", out], capsys)
+                         "--adjust", "1", "--out", out], capsys)
     assert code == 0, text
+    assert read_sidecar(out)["method_options"] == {"adjust": 1.0}
     model = load_frozen(out)
     assert model.input_kind == "image" and read_sidecar(out)["image"]["size"] == [8, 8]
     assert model(torch.zeros(2, 3, 8, 8)).shape == (2, 2)

@@ -106,3 +106,14 @@ def test_make_method_passes_strength_and_cells_through(biased_splits):
     assert sorted(sampler) == list(range(len(train)))  # strength 0: every row once, no resampling
     fas = make_method("fas", train, n_classes=2, by="group_class").objective
     assert fas.beta.shape == (2 * len(train.group_names),)
+
+
+def test_make_method_counts_the_cells_for_the_generalisation_adjustment(biased_splits):
+    train, _, _ = biased_splits
+    g, y = np.asarray(train.group_ids), np.asarray(train.labels)
+    dro = make_method("groupdro", train, n_classes=2, adjust=3.0).objective  # by (group, class) cell
+    n = [int(((g == k) & (y == c)).sum()) for k in range(len(train.group_names)) for c in (0, 1)]
+    np.testing.assert_allclose(dro.adjustment.numpy(), 3.0 / np.sqrt(n), rtol=1e-6)
+    by_group = make_method("groupdro", train, n_classes=2, adjust=3.0, by="group").objective
+    np.testing.assert_allclose(by_group.adjustment.numpy(), 3.0 / np.sqrt(np.bincount(g)), rtol=1e-6)
+    assert not make_method("groupdro", train, n_classes=2).objective.adjustment.any()  # no adjustment by default
