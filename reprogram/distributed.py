@@ -121,6 +121,14 @@ def all_reduce_sum(values: list[float], device: torch.device | None = None) -> l
     return t.tolist()
 
 
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank (``flag`` itself without a process group): so
+    that all ranks stop together when one of them must (a NaN loss, say)."""
+    if not context().enabled:
+        return bool(flag)
+    return all_reduce_sum([float(bool(flag))])[0] > 0
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """Rank ``src``'s ``obj`` on every rank (in memory; nothing is written)."""
     if not context().enabled:

@@ -22,6 +22,7 @@ __all__ = [
     "ArtifactError",
     "ExportError",
     "NotFittedError",
+    "TrainingDiverged",
     "first_line",
 ]
 
@@ -88,6 +89,10 @@ class ExportError(ReprogramError):
 
 class NotFittedError(ReprogramError, AttributeError):
     """A fitted object was used before ``fit``."""
+
+
+class TrainingDiverged(ReprogramError):
+    """A training or trigger-fitting loss became NaN or infinite."""
 
 
 def first_line(e: BaseException) -> str:

@@ -159,3 +159,57 @@ def test_torchrun_fit_command_matches_one_process_and_only_rank_0_writes(tmp_pat
     assert one.returncode == 0, one.stdout + one.stderr
     a, b = (load_file(str(tmp_path / t / "weights.safetensors")) for t in ("t1", "t2"))
     _close(a, b, atol=1e-5)
+
+
+class _InfiniteOnRank1(nn.Module):
+    """The model, except that rank 1's logits are infinite: a NaN loss on one rank only."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        out = self.net(x)
+        return out * float("inf") if torch.distributed.get_rank() == 1 else out
+
+
+def _diverging_worker(rank: int, port: int, out: str) -> None:
+    import datetime
+
+    from reprogram.errors import TrainingDiverged
+
+    torch.set_num_threads(1)
+    # a short collective timeout: were the ranks not to agree, rank 0 would wait in an
+    # all-reduce that never completes, and this test fails instead of hanging
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                         world_size=WORLD, timeout=datetime.timedelta(seconds=60))
+    messages = []
+    try:
+        for run in ("train", "fit"):
+            try:
+                if run == "train":
+                    Trainer(_InfiniteOnRank1(_net()), epochs=2, batch_size=64, device="cpu", progress=False).fit(_data())
+                else:
+                    frozen = FrozenModel(_InfiniteOnRank1(_net()), input_kind="tabular")
+                    TriggerFitter(frozen, FeatureTrigger(4), "dp", epochs=2, batch_size=64, device="cpu",
+                                  progress=False).fit(_data())
+                messages.append(f"{run}: finished")
+            except TrainingDiverged as e:
+                messages.append(f"{run}: {e}")
+        with open(f"{out}/rank{rank}.txt", "w") as f:
+            f.write("\n".join(messages))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_rank_stops_every_rank_with_one_line(tmp_path):
+    mp.start_processes(_diverging_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, start_method="spawn",
+                       join=True)
+    r0, r1 = ((tmp_path / f"rank{r}.txt").read_text().splitlines() for r in range(WORLD))
+    assert r1[0].startswith("train: training diverged at epoch 1: the loss is")
+    assert r0[0] == ("train: training diverged at epoch 1: the loss is not finite on another rank; "
+                     "try a lower learning rate")
+    assert r1[1].startswith("fit: trigger fitting diverged at epoch 1: the task loss is")
+    # rank 0's adversary may read NaN itself by then: DDP averaged rank 1's NaN gradients into it
+    assert r0[1].startswith("fit: trigger fitting diverged at epoch 1: ") and r0[1].endswith("try a lower --lr or --lambda")

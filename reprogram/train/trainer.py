@@ -36,16 +36,12 @@ from reprogram.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from reprogram.errors import ArtifactError, InputError, NotFittedError, ReprogramError
+from reprogram.errors import ArtifactError, InputError, NotFittedError, TrainingDiverged
 from reprogram.models.device import call_model, move_to, resolve_device, seed_everything
 from reprogram.progress import progress_bar
 from reprogram.train.objective import CrossEntropy, Objective, plain_settings
 
 __all__ = ["Trainer", "TrainingDiverged", "monitor_mode", "save_frozen", "dataset_meta"]
-
-
-class TrainingDiverged(ReprogramError):
-    """The loss became NaN or infinite."""
 
 
 # Validation figures where lower is better; every other figure is maximised.
@@ -259,10 +255,12 @@ class Trainer:
                     x, y, g, idx = move_to(x, self.device), y.to(self.device), g.to(self.device), idx.to(self.device)
                     self.objective.set_progress((epoch + b / n_batches) / self.epochs)
                     loss = self._step_loss(x, y, g, idx)
-                    if not torch.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"training diverged at epoch {epoch + 1}: the loss is {loss.item()}; try a lower learning rate"
-                        )
+                    # every rank learns of a NaN on any one (under DDP the others would
+                    # otherwise wait in backward's all-reduce until torchrun's timeout)
+                    finite = bool(torch.isfinite(loss))
+                    if D.any_rank(not finite):
+                        where = f"the loss is {loss.item()}" if not finite else "the loss is not finite on another rank"
+                        raise TrainingDiverged(f"training diverged at epoch {epoch + 1}: {where}; try a lower learning rate")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()  # DDP averages the model's gradients over the ranks
                     if ctx.enabled:

@@ -55,7 +55,7 @@ from reprogram.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from reprogram.errors import ArtifactError, GroupError, InputError
+from reprogram.errors import ArtifactError, GroupError, InputError, TrainingDiverged
 from reprogram.models.device import call_model, move_to, resolve_device, seed_everything
 from reprogram.progress import progress_bar
 from reprogram.triggers.discriminator import CRITERIA, Discriminator
@@ -237,6 +237,12 @@ class TriggerFitter:
                 for x, y, g in loader:
                     x, y, g = move_to(x, self.device), y.to(self.device), g.to(self.device)
                     task, adv = self._trigger_step(x, y, g, t_opt, d_opt)
+                    finite = math.isfinite(task) and math.isfinite(adv)
+                    if D.any_rank(not finite):  # all ranks stop together (see Trainer)
+                        where = (f"the task loss is {task}, the adversary's {adv}" if not finite
+                                 else "a loss is not finite on another rank")
+                        raise TrainingDiverged(f"trigger fitting diverged at epoch {epoch + 1}: {where}; "
+                                               "try a lower --lr or --lambda")
                     sums += np.array([task, adv]) * len(y)
                     rows += len(y)
                     bar.update(task_id, advance=1)

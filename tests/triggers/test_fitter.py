@@ -89,3 +89,27 @@ def test_sgd_players_and_a_bad_optimizer_name(digits):
     assert len(fitter.history_) == 3 and np.isfinite(fitter.history_[-1]["task_loss"])
     with pytest.raises(InputError, match="optimizers"):
         TriggerFitter(model, make_trigger("patch", model, val), "eo", optimizer="lbfgs")
+
+
+def test_a_loss_that_is_not_finite_stops_the_fit_with_one_line():
+    from torch import nn
+
+    from reprogram.data.datasets import TabularDataset
+    from reprogram.data.groups import GroupEncoder
+    from reprogram.errors import TrainingDiverged
+    from reprogram.models import FrozenModel
+
+    class Blowup(nn.Module):  # logits of +-inf: the cross-entropies are NaN
+        def forward(self, x):
+            return x * float("inf")
+
+    rng = np.random.default_rng(0)
+    names = np.array(["a", "b"])[rng.integers(0, 2, 64)]
+    groups = GroupEncoder().fit(names)
+    ds = TabularDataset(rng.normal(size=(64, 4)).astype(np.float32), rng.integers(0, 2, 64),
+                        groups.transform(names), groups=groups, classes=[0, 1])
+    torch.manual_seed(0)
+    frozen = FrozenModel(nn.Sequential(nn.Linear(4, 2), Blowup()), input_kind="tabular")
+    with pytest.raises(TrainingDiverged, match=r"^trigger fitting diverged at epoch 1: the task loss is nan") as err:
+        TriggerFitter(frozen, FeatureTrigger(4), "dp", epochs=2, batch_size=32, progress=False).fit(ds)
+    assert "\n" not in str(err.value)
