@@ -115,8 +115,9 @@ class Trainer:
         best epoch and the history there after every epoch (safetensors + JSON, see
         :mod:`reprogram.checkpoint`); continue from the newest whole one. A run killed
         at any moment and resumed ends where an uninterrupted one does (CPU, same seed).
-        Resuming with other training options (epochs, lr, seed...) than the checkpoint's
-        raises :class:`InputError` naming the option. Ctrl-C stops at the next batch, the
+        Resuming with other training options (epochs, lr, seed...) or method settings
+        (:meth:`Objective.config`, the sampler's) than the checkpoint's raises
+        :class:`InputError` naming the option. Ctrl-C stops at the next batch, the
         last epoch's checkpoint saved.
 
     Under an initialised ``torch.distributed`` process group ``fit`` runs data parallel
