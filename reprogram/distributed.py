@@ -28,6 +28,7 @@ Without a process group (a plain ``reprogram fit``) every helper here is a no-op
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,12 +122,25 @@ def all_reduce_sum(values: list[float], device: torch.device | None = None) -> l
     return t.tolist()
 
 
-def any_rank(flag: bool) -> bool:
-    """Whether ``flag`` is true on any rank (``flag`` itself without a process group): so
-    that all ranks stop together when one of them must (a NaN loss, say)."""
+def any_rank_later(flag: bool) -> Callable[[], bool]:
+    """Start asking whether ``flag`` is true on any rank; the returned function waits for
+    the answer (``flag`` itself without a process group). So all ranks stop together when
+    one must (a NaN loss, say). Started before the backward pass and read after it, the
+    collective's latency (about 0.3 ms over gloo on loopback, a tenth of a small step)
+    hides behind the backward's compute; every rank starts it at the same point, before
+    DDP's own all-reduces, so the collectives stay in the same order on all ranks."""
     if not context().enabled:
-        return bool(flag)
-    return all_reduce_sum([float(bool(flag))])[0] > 0
+        return lambda: bool(flag)
+    t = torch.tensor([float(bool(flag))], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    work = dist.all_reduce(t, async_op=True)
+
+    def answer() -> bool:
+        work.wait()
+        return bool(t.item() > 0)
+
+    return answer
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

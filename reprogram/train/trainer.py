@@ -256,14 +256,16 @@ class Trainer:
                     x, y, g, idx = move_to(x, self.device), y.to(self.device), g.to(self.device), idx.to(self.device)
                     self.objective.set_progress((epoch + b / n_batches) / self.epochs)
                     loss = self._step_loss(x, y, g, idx)
-                    # every rank learns of a NaN on any one (under DDP the others would
-                    # otherwise wait in backward's all-reduce until torchrun's timeout)
+                    # every rank learns of a NaN on any one (under DDP the others would wait
+                    # in backward's all-reduce until torchrun's timeout); asked before the
+                    # backward pass, answered after it, and no weight moves on a NaN
                     finite = bool(torch.isfinite(loss))
-                    if D.any_rank(not finite):
-                        where = f"the loss is {loss.item()}" if not finite else "the loss is not finite on another rank"
-                        raise TrainingDiverged(f"training diverged at epoch {epoch + 1}: {where}; try a lower learning rate")
+                    diverged = D.any_rank_later(not finite)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()  # DDP averages the model's gradients over the ranks
+                    if diverged():
+                        where = f"the loss is {loss.item()}" if not finite else "the loss is not finite on another rank"
+                        raise TrainingDiverged(f"training diverged at epoch {epoch + 1}: {where}; try a lower learning rate")
                     if ctx.enabled:
                         D.all_reduce_mean_([p.grad for p in self.objective.parameters() if p.grad is not None])
                     if self.max_grad_norm:

@@ -149,7 +149,9 @@ class TriggerFitter:
 
     # -- one batch --------------------------------------------------------------------
 
-    def _trigger_step(self, x, y, g, t_opt, d_opt) -> tuple[float, float]:
+    def _trigger_step(self, x, y, g, t_opt, d_opt) -> tuple[float, float, bool]:
+        """One batch of the game; (task loss, adversary loss, whether any rank's losses are
+        not finite, in which case the trigger is left as it was)."""
         logits = call_model(self.model, self.trigger(x))
         disc = self.discriminator_
         # the discriminator learns by .backward(): under a process group through its DDP
@@ -162,6 +164,8 @@ class TriggerFitter:
             d_opt.step()
         task = F.cross_entropy(logits, y)
         adv = F.cross_entropy(disc(logits, y), g)
+        # asked now, answered after the backward pass (see distributed.any_rank_later)
+        diverged = D.any_rank_later(not bool(torch.isfinite(task.detach()) & torch.isfinite(adv.detach())))
         params = [p for p in self.trigger.parameters() if p.requires_grad]
         if self.rule == "minmax":
             grads = list(torch.autograd.grad(task - self.lam * adv, params))
@@ -178,10 +182,12 @@ class TriggerFitter:
                 u = unit[start : start + a.numel()].view_as(a)
                 start += a.numel()
                 grads.append(t - along * u - self.lam * a)
+        if diverged():
+            return float(task.detach()), float(adv.detach()), True
         for p, gr in zip(params, grads):
             p.grad = gr
         t_opt.step()
-        return float(task.detach()), float(adv.detach())
+        return float(task.detach()), float(adv.detach()), False
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -236,9 +242,9 @@ class TriggerFitter:
                 sums, rows = np.zeros(2), 0
                 for x, y, g in loader:
                     x, y, g = move_to(x, self.device), y.to(self.device), g.to(self.device)
-                    task, adv = self._trigger_step(x, y, g, t_opt, d_opt)
-                    finite = math.isfinite(task) and math.isfinite(adv)
-                    if D.any_rank(not finite):  # all ranks stop together (see Trainer)
+                    task, adv, diverged = self._trigger_step(x, y, g, t_opt, d_opt)
+                    if diverged:  # on any rank: all ranks stop together
+                        finite = math.isfinite(task) and math.isfinite(adv)
                         where = (f"the task loss is {task}, the adversary's {adv}" if not finite
                                  else "a loss is not finite on another rank")
                         raise TrainingDiverged(f"trigger fitting diverged at epoch {epoch + 1}: {where}; "
