@@ -259,12 +259,13 @@ class Trainer:
                     # every rank learns of a NaN on any one (under DDP the others would wait
                     # in backward's all-reduce until torchrun's timeout); asked before the
                     # backward pass, answered after it, and no weight moves on a NaN
-                    finite = bool(torch.isfinite(loss))
+                    value = loss.item()  # the one host sync of the step: the check and the epoch sum
+                    finite = math.isfinite(value)
                     diverged = D.any_rank_later(not finite)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()  # DDP averages the model's gradients over the ranks
                     if diverged():
-                        where = f"the loss is {loss.item()}" if not finite else "the loss is not finite on another rank"
+                        where = f"the loss is {value}" if not finite else "the loss is not finite on another rank"
                         raise TrainingDiverged(f"training diverged at epoch {epoch + 1}: {where}; try a lower learning rate")
                     if ctx.enabled:
                         D.all_reduce_mean_([p.grad for p in self.objective.parameters() if p.grad is not None])
@@ -272,7 +273,7 @@ class Trainer:
                         nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
                     opt.step()
                     self.objective.after_step()
-                    total += loss.item() * len(y)
+                    total += value * len(y)
                     rows += len(y)
                     bar.update(task, advance=1)
                     if stop.requested and not ctx.enabled:

@@ -165,7 +165,8 @@ class TriggerFitter:
         task = F.cross_entropy(logits, y)
         adv = F.cross_entropy(disc(logits, y), g)
         # asked now, answered after the backward pass (see distributed.any_rank_later)
-        diverged = D.any_rank_later(not bool(torch.isfinite(task.detach()) & torch.isfinite(adv.detach())))
+        task_value, adv_value = float(task.detach()), float(adv.detach())
+        diverged = D.any_rank_later(not (math.isfinite(task_value) and math.isfinite(adv_value)))
         params = [p for p in self.trigger.parameters() if p.requires_grad]
         if self.rule == "minmax":
             grads = list(torch.autograd.grad(task - self.lam * adv, params))
@@ -183,11 +184,11 @@ class TriggerFitter:
                 start += a.numel()
                 grads.append(t - along * u - self.lam * a)
         if diverged():
-            return float(task.detach()), float(adv.detach()), True
+            return task_value, adv_value, True
         for p, gr in zip(params, grads):
             p.grad = gr
         t_opt.step()
-        return float(task.detach()), float(adv.detach()), False
+        return task_value, adv_value, False
 
     # -- the loop ---------------------------------------------------------------------
 
